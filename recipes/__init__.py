@@ -1,0 +1,1 @@
+"""Recipes: published transfer-learning tasks as configuration plus calls into keras_transfer."""
