@@ -1,0 +1,488 @@
+"""Blocks: a pretrained model seen as its architecture's own natural units.
+
+A backbone is a sequence of blocks ordered from input to output (EfficientNet
+`stem`, `block1`..`block7`, `top`; ResNet `stem`, `conv2`..`conv5`; a BERT's
+`embeddings`, `transformer_layer_0`.., `pooler`). Layers added after the
+backbone form the block `head`. Freezing, learning rates, LoRA, diagnostics and
+reports all speak in blocks.
+
+How layers are grouped is data, not code: `BLOCK_SPECS` holds one `BlockSpec`
+per family, a small table of regular expressions over layer names. Any other
+model falls back to a generic grouping (nested models, then name prefixes).
+"""
+
+import dataclasses
+import re
+import warnings
+
+import keras
+
+HEAD = "head"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """How one architecture family's layers group into blocks.
+
+    Args:
+        family: a short family name, shown in reports.
+        model: regex, full-matched against the model's `name` or class name.
+        rules: ordered `(block, regex)` pairs. A layer whose name full-matches
+            `regex` goes to block `block`, which may use the regex's groups
+            (`r"\\1"`). Rules only move forward: once a layer matched rule `k`,
+            later layers are matched against rules `k..` only.
+        unmatched: where a layer that matches no rule goes: `"previous"` joins
+            the block of the last matched layer, `"next"` the block of the
+            next matched layer (for families whose blocks end at a named
+            layer, such as InceptionV3's `mixedN`).
+        expand: regex of top-level layers to open into their sublayers before
+            matching (a ViT's encoder holds all its transformer blocks).
+        signature: layer-name regexes that all must be present; they
+            recognise the family in a renamed model.
+    """
+
+    family: str
+    model: str
+    rules: tuple
+    unmatched: str = "previous"
+    expand: str = ""
+    signature: tuple = ()
+
+
+_TOP = r"avg_pool|max_pool|predictions|global_.*_pooling2d(_\d+)?|flatten(_\d+)?"
+
+BLOCK_SPECS = (
+    BlockSpec(
+        "efficientnet",
+        r"efficientnet(b\d|v2-.*)",
+        (("stem", r"stem_.*"), (r"\1", r"(block\d+)[a-z]_.*"), ("top", rf"top_.*|{_TOP}")),
+        signature=(r"stem_conv", r"top_conv", r"block1a_.*"),
+    ),
+    BlockSpec(
+        "resnet",
+        r"resnet\d+(v2)?",
+        (("stem", r"conv1_.*|pool1_.*"), (r"\1", r"(conv\d)_block.*"), ("top", rf"post_.*|{_TOP}")),
+        signature=(r"conv1_conv", r"conv2_block1_.*", r"conv5_block\d+_out"),
+    ),
+    BlockSpec(
+        "mobilenet_v2",
+        r"mobilenetv2_.*",
+        (
+            ("stem", r"Conv1|bn_Conv1|Conv1_relu|expanded_conv_.*"),
+            (r"\1", r"(block_\d+)_.*"),
+            ("top", rf"Conv_1|Conv_1_bn|out_relu|{_TOP}"),
+        ),
+        signature=(r"Conv1", r"block_1_expand", r"Conv_1"),
+    ),
+    BlockSpec(
+        "mobilenet_v3",
+        r"MobileNetV3(Small|Large)",
+        (
+            ("stem", r"conv|conv_bn"),
+            (r"\1", r"(expanded_conv(?:_\d+)?)_.*"),
+            ("top", rf"conv_1|conv_1_bn|conv_2|logits|{_TOP}"),
+        ),
+        signature=(r"conv_bn", r"expanded_conv_depthwise", r"conv_1_bn"),
+    ),
+    BlockSpec(
+        "convnext",
+        r"convnext_.*",
+        (
+            ("stem", r".*_stem"),
+            (r"\1", r".*_(stage_\d+)_block_\d+_.*"),
+            ("top", rf".*_head_.*|layer_normalization(_\d+)?|{_TOP}"),
+        ),
+        unmatched="next",
+        signature=(r".*_prestem_normalization", r".*_stage_0_block_0_.*"),
+    ),
+    BlockSpec(
+        "densenet",
+        r"densenet\d+",
+        (("stem", r"conv1_.*|pool1"), (r"\1", r"(conv\d)_block.*"), ("top", rf"bn|relu|{_TOP}")),
+        signature=(r"conv1_conv", r"conv2_block1_0_bn", r"pool2_conv"),
+    ),
+    BlockSpec(
+        "vgg",
+        r"vgg1[69]",
+        ((r"\1", r"(block\d)_.*"), ("top", rf"fc1|fc2|{_TOP}")),
+        signature=(r"block1_conv1", r"block5_conv3", r"block5_pool"),
+    ),
+    BlockSpec(
+        "xception",
+        r"xception",
+        ((r"\1", r"(block\d+)_.*"), ("top", _TOP)),
+        signature=(r"block1_conv1_bn", r"block14_sepconv2"),
+    ),
+    BlockSpec(
+        "inception_v3",
+        r"inception_v3",
+        (("stem", r"max_pooling2d(_\d+)?"), (r"\1", r"(mixed\d+)"), ("top", _TOP)),
+        unmatched="next",
+        signature=(r"mixed0", r"mixed10"),
+    ),
+    # keras-hub backbones, recognised by class name.
+    BlockSpec(
+        "keras_hub.resnet",
+        r"ResNetBackbone",
+        (("stem", r"conv1_.*|pool1_.*"), (r"\1", r"(stack\d+)_.*"), ("top", r"post_.*")),
+    ),
+    BlockSpec(
+        "keras_hub.efficientnet",
+        r"EfficientNetBackbone",
+        (("stem", r"stem_.*"), (r"\1", r"(block\d+)[a-z]_.*"), ("top", r"top_.*")),
+    ),
+    BlockSpec(
+        "keras_hub.vit",
+        r"ViTBackbone",
+        (
+            ("embeddings", r"vit_patching_and_embedding"),
+            (r"\1", r"(transformer_block_\d+)"),
+            ("top", r"ln"),
+        ),
+        expand=r"vit_encoder",
+    ),
+    BlockSpec(
+        "keras_hub.transformer",
+        r".*Backbone",
+        (
+            ("embeddings", r".*embedding.*|embeddings_.*"),
+            (r"\1", r"(transformer_layer_\d+)"),
+            ("pooler", r"pooled_dense|final_layernorm|.*_layer_norm"),
+        ),
+        signature=(r"transformer_layer_0",),
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Block:
+    """One natural unit of a model: a named, ordered group of layers.
+
+    Attributes:
+        name: the block's name, from the architecture's own layer names.
+        layers: the layers in the block, in model order.
+        family: the spec family that produced it (`"generic"` for the
+            fallback, `"head"` for layers added after a backbone).
+    """
+
+    name: str
+    layers: tuple
+    family: str = "generic"
+
+    @property
+    def weights(self):
+        """Every variable of the block's layers, each once."""
+        return _unique([w for layer in self.layers for w in layer.weights])
+
+    @property
+    def trainable_weights(self):
+        """The variables an optimizer would update, under current flags."""
+        return _unique([w for layer in self.layers for w in layer.trainable_weights])
+
+    @property
+    def num_params(self):
+        """Number of scalars in the block's weights."""
+        return _count(self.weights)
+
+    @property
+    def trainable_params(self):
+        """Number of scalars that would train under current flags."""
+        return _count(self.trainable_weights)
+
+    @property
+    def is_head(self):
+        return self.name == HEAD
+
+    def __repr__(self):
+        return f"Block({self.name!r}, layers={len(self.layers)}, params={self.num_params})"
+
+
+def get_blocks(model, spec=None):
+    """Splits a model into its blocks, ordered from input to output.
+
+    A known backbone (see `BLOCK_SPECS`) is split by its family's spec. A
+    classifier built as `inputs -> backbone -> new layers` is split into the
+    backbone's blocks (any layers before the backbone join its first block)
+    followed by a `head` block holding the new layers. Any other model falls
+    back to a generic grouping with a `UserWarning`: nested models become
+    blocks (layers after the last one form the `head`), otherwise consecutive
+    layers sharing a name prefix (`block3_conv1`, `block3_pool` -> `block3`).
+
+    Args:
+        model: a built `keras.Model`.
+        spec: optional `BlockSpec` to use instead of looking one up.
+
+    Returns:
+        A list of `Block`s. Every layer holding weights is in exactly one.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> backbone = keras.applications.EfficientNetB0(
+    ...     include_top=False, weights=None, input_shape=(64, 64, 3))
+    >>> [b.name for b in kt.get_blocks(backbone)]
+    ['stem', 'block1', 'block2', 'block3', 'block4', 'block5', 'block6', 'block7', 'top']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model={model!r} of type "
+            f"{type(model).__name__}"
+        )
+    if spec is not None:
+        if not isinstance(spec, BlockSpec):
+            raise TypeError(f"`spec` must be a BlockSpec. Received: spec={spec!r}")
+        return _apply_spec(_layers_of(model), spec)
+    spec = find_spec(model)
+    if spec is not None:
+        return _apply_spec(_layers_of(model), spec)
+    layers = _layers_of(model)
+    for index, layer in enumerate(layers):
+        inner_spec = find_spec(layer) if isinstance(layer, keras.Model) else None
+        if inner_spec is None:
+            continue
+        blocks = _apply_spec(_layers_of(layer), inner_spec)
+        before, after = layers[:index], layers[index + 1 :]
+        if before:
+            first = blocks[0]
+            blocks[0] = Block(first.name, tuple(before) + first.layers, first.family)
+        if after:
+            blocks.append(Block(HEAD, tuple(after), HEAD))
+        return blocks
+    return _generic_blocks(model, layers)
+
+
+def find_spec(model):
+    """Returns the `BlockSpec` for a model's family, or None if unknown.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> kt.find_spec(keras.applications.VGG16(weights=None)).family
+    'vgg'
+    """
+    names = (model.name, type(model).__name__)
+    for spec in BLOCK_SPECS:
+        if any(re.fullmatch(spec.model, n) for n in names):
+            if not spec.signature or _has_signature(model, spec):
+                return spec
+    for spec in BLOCK_SPECS:
+        if spec.signature and _has_signature(model, spec):
+            return spec
+    return None
+
+
+def block_names(model):
+    """The names of a model's blocks, in order.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> kt.block_names(keras.applications.VGG16(weights=None, include_top=False))
+    ['block1', 'block2', 'block3', 'block4', 'block5']
+    """
+    return [b.name for b in get_blocks(model)]
+
+
+def get_block(model, name, blocks=None):
+    """Returns the block called `name`, or raises a ValueError listing valid names.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> vgg = keras.applications.VGG16(weights=None, include_top=False)
+    >>> kt.get_block(vgg, "block5").num_params
+    7079424
+    """
+    blocks = get_blocks(model) if blocks is None else blocks
+    for block in blocks:
+        if block.name == name:
+            return block
+    raise ValueError(
+        f"Unknown block {name!r}. Valid block names: {[b.name for b in blocks]}"
+    )
+
+
+def select_variables(model, selector, blocks=None, trainable_only=False):
+    """Resolves one selector to the variables it names.
+
+    The selector language is shared by the whole toolkit: a block name
+    (`"block7"`, `"head"`), or a regex full-matched against `variable.path`
+    as Keras' `OptimizerMap` does (`"block7.*/kernel"`). A name that is a
+    block name always means the block.
+
+    Args:
+        model: the model.
+        selector: a block name or a regex over variable paths.
+        blocks: the model's blocks, if already computed.
+        trainable_only: keep only variables that would currently train.
+
+    Returns:
+        The list of matching variables (empty only if `trainable_only`
+        removed every match).
+
+    Raises:
+        ValueError: if the selector is neither a block name nor a regex
+            matching any variable path; the message lists the block names.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> vgg = keras.applications.VGG16(weights=None, include_top=False)
+    >>> [v.path for v in kt.select_variables(vgg, "block1_conv1/.*")]
+    ['block1_conv1/kernel', 'block1_conv1/bias']
+    """
+    if not isinstance(selector, str) or not selector:
+        raise ValueError(
+            "A selector must be a block name or a regex over variable paths. "
+            f"Received: selector={selector!r}"
+        )
+    blocks = get_blocks(model) if blocks is None else blocks
+    by_name = {b.name: b for b in blocks}
+    if selector in by_name:
+        block = by_name[selector]
+        return block.trainable_weights if trainable_only else block.weights
+    try:
+        pattern = re.compile(selector)
+    except re.error as e:
+        raise ValueError(
+            f"Selector {selector!r} is not a block name and not a valid regex ({e}). "
+            f"Valid block names: {list(by_name)}"
+        ) from None
+    variables = [v for b in blocks for v in b.weights if pattern.fullmatch(v.path)]
+    if not variables:
+        raise ValueError(
+            f"Selector {selector!r} matches no block name and no variable path. "
+            f"Valid block names: {list(by_name)}"
+        )
+    if trainable_only:
+        trainable = {id(v) for b in blocks for v in b.trainable_weights}
+        variables = [v for v in variables if id(v) in trainable]
+    return variables
+
+
+# --- internals ---------------------------------------------------------------
+
+
+def _layers_of(model):
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _sublayers(layer):
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _has_signature(model, spec):
+    names = [layer.name for layer in model.layers]
+    return all(any(re.fullmatch(sig, n) for n in names) for sig in spec.signature)
+
+
+def _apply_spec(layers, spec):
+    if spec.expand:
+        expanded = []
+        for layer in layers:
+            if re.fullmatch(spec.expand, layer.name):
+                expanded.extend(_sublayers(layer))
+            else:
+                expanded.append(layer)
+        layers = expanded
+    rules = [(target, re.compile(regex)) for target, regex in spec.rules]
+    order, members = [], {}
+    current_rule, current_block, pending = 0, None, []
+
+    def add(block, layer_list):
+        if block not in members:
+            order.append(block)
+            members[block] = []
+        members[block].extend(layer_list)
+
+    for layer in layers:
+        for index in range(current_rule, len(rules)):
+            match = rules[index][1].fullmatch(layer.name)
+            if match:
+                block = match.expand(rules[index][0])
+                if spec.unmatched == "next" or current_block is None:
+                    add(block, pending)
+                else:
+                    add(current_block, pending)
+                pending = []
+                add(block, [layer])
+                current_rule, current_block = index, block
+                break
+        else:
+            if spec.unmatched == "previous" and current_block is not None:
+                add(current_block, [layer])
+            else:
+                pending.append(layer)
+    if pending:
+        if current_block is None:
+            raise ValueError(
+                f"Block spec {spec.family!r} matched none of the model's layers "
+                f"({[layer.name for layer in layers][:8]}...)."
+            )
+        add(current_block, pending)
+    return [Block(name, tuple(members[name]), spec.family) for name in order]
+
+
+def _prefix(name):
+    head, sep, rest = name.partition("_")
+    if not sep or rest.isdigit():
+        return name
+    return head
+
+
+def _generic_blocks(model, layers):
+    nested = [i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)]
+    groups = []
+    if nested:
+        head_start = nested[-1] + 1
+        for layer in layers[:head_start]:
+            if isinstance(layer, keras.Model) or not groups:
+                groups.append([layer.name, [layer]])
+            else:
+                groups[-1][1].append(layer)
+        if layers[head_start:]:
+            groups.append([HEAD, list(layers[head_start:])])
+        how = "each nested model is a block"
+    else:
+        for layer in layers:
+            key = _prefix(layer.name)
+            if groups and (groups[-1][0] == key or not layer.weights):
+                groups[-1][1].append(layer)
+            elif groups and not any(lay.weights for lay in groups[-1][1]):
+                groups[-1][0] = key
+                groups[-1][1].append(layer)
+            else:
+                groups.append([key, [layer]])
+        how = "blocks are runs of layers sharing a name prefix"
+    warnings.warn(
+        f"keras_transfer has no block spec for model {model.name!r} "
+        f"({type(model).__name__}); using the generic fallback: {how}. "
+        "Pass `spec=BlockSpec(...)` for exact blocks.",
+        stacklevel=3,
+    )
+    seen = {}
+    blocks = []
+    for name, group in groups:
+        seen[name] = seen.get(name, 0) + 1
+        unique = name if seen[name] == 1 else f"{name}_{seen[name] - 1}"
+        blocks.append(Block(unique, tuple(group), HEAD if unique == HEAD else "generic"))
+    return blocks
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _count(variables):
+    total = 0
+    for v in variables:
+        n = 1
+        for d in v.shape:
+            n *= int(d)
+        total += n
+    return total
