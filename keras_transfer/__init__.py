@@ -1,6 +1,12 @@
 """keras_transfer: transfer learning for Keras 3, spoken in blocks."""
 
-from keras_transfer.blocks import (
+import os
+
+# TensorFlow's C++ start-up chatter buries the tables this package prints;
+# a value the user already set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_transfer.blocks import (  # noqa: E402
     BLOCK_SPECS,
     Block,
     BlockSpec,
@@ -10,4 +16,5 @@ from keras_transfer.blocks import (
     get_blocks,
     select_variables,
 )
-from keras_transfer.version import __version__
+from keras_transfer.freezing import freeze, recompile, trainable_summary, unfreeze  # noqa: E402
+from keras_transfer.version import __version__  # noqa: E402
