@@ -120,6 +120,11 @@ BLOCK_SPECS = (
         unmatched="next",
         signature=(r"mixed0", r"mixed10"),
     ),
+    BlockSpec(
+        "keras_transfer.demo",
+        r"demo_convnet",
+        (("stem", r"stem_.*"), (r"\1", r"(block\d+)_.*"), ("top", r"top_.*")),
+    ),
     # keras-hub backbones, recognised by class name.
     BlockSpec(
         "keras_hub.resnet",

@@ -1,0 +1,446 @@
+"""The transfer-learning workflow in one call: fastai's `fine_tune`, for Keras.
+
+Phase 1 trains a new head on the frozen backbone (on cached backbone features
+where the strategy allows). Phase 2 unfreezes as the strategy says, compiles
+again with per-block learning rates, and continues. BatchNormalization layers
+of the backbone stay in inference mode throughout: the backbone is always
+called with `training=False` and its BatchNorm layers stay frozen.
+
+Strategies, all on the same epoch budget (`head_epochs + fine_tune_epochs`):
+
+| strategy             | phase 1 (head_epochs)   | phase 2 (fine_tune_epochs)                      |
+|----------------------|-------------------------|-------------------------------------------------|
+| `scratch`            | whole model, random init, `head_lr`, both phases' epochs  |                   |
+| `feature_extraction` | head on frozen backbone, both phases' epochs               |                   |
+| `fine_tune`          | head                    | top `unfreeze_top_blocks` blocks, per-block rates |
+| `full`               | head                    | every block, per-block rates                    |
+| `lora`               | head                    | LoRA adapters (rank `lora_rank`) + head         |
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from keras_transfer.blocks import get_blocks
+from keras_transfer.callbacks import checkpoint_callbacks
+from keras_transfer.data import cache_features as _cache_features
+from keras_transfer.freezing import freeze, unfreeze
+from keras_transfer.lora import apply_lora, merge_lora
+from keras_transfer.losses import SparseCategoricalCrossentropy
+from keras_transfer.optimizers import differential_optimizer
+
+STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full", "lora")
+
+
+@dataclasses.dataclass
+class FineTuneResult:
+    """What `fine_tune` returns.
+
+    Attributes:
+        model: the trained classifier.
+        history: one row per epoch across all phases: `phase`, `epoch`,
+            `head_lr`, `backbone_lr`, then Keras' logs (`loss`, `accuracy`,
+            `val_loss`, ...).
+        metrics: the final validation metrics (training metrics when no
+            validation data was given).
+        paths: files written (`best`, `last` checkpoints per phase, `history`).
+        strategy: the strategy that ran.
+        trainable_params: parameters trained in the last phase.
+        wall_time: seconds spent in `fine_tune`.
+    """
+
+    model: keras.Model
+    history: pd.DataFrame
+    metrics: dict
+    paths: dict
+    strategy: str
+    trainable_params: int
+    wall_time: float
+
+
+def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), backbone_training=False, name=None):
+    """Puts a new head on a backbone: pooling -> dropout -> [Dense ->] Dense.
+
+    The backbone is called with `training=False`, so its BatchNormalization
+    layers run in inference mode even when they are unfrozen.
+
+    Args:
+        backbone: a `keras.Model` with one image input (its output may be a
+            feature map, a token sequence or already pooled).
+        num_classes: number of output classes (logits); at least 2.
+        dropout: dropout rate before the output layer, in [0, 1).
+        hidden_units: sizes of optional hidden Dense layers (ReLU).
+        backbone_training: the `training` argument the backbone is called
+            with. `False` (default) keeps BatchNorm in inference mode, as
+            fine-tuning needs; `None` lets it use batch statistics while
+            training, as training from scratch needs.
+        name: the classifier's name.
+
+    Returns:
+        A `keras.Model` whose blocks are the backbone's plus `head`.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> backbone = keras.applications.MobileNetV2(
+    ...     alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
+    >>> model = kt.build_classifier(backbone, num_classes=5)
+    >>> kt.get_blocks(model)[-1].num_params
+    6405
+    """
+    if not isinstance(backbone, keras.Model):
+        raise TypeError(f"`backbone` must be a keras.Model. Received: backbone={backbone!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+    # === Layers ===
+    head_layers = []
+    rank = len(backbone.output.shape)
+    if rank == 4:
+        head_layers.append(keras.layers.GlobalAveragePooling2D(name="head_pool"))
+    elif rank == 3:
+        head_layers.append(keras.layers.GlobalAveragePooling1D(name="head_pool"))
+    for i, units in enumerate(hidden_units):
+        head_layers.append(keras.layers.Dense(units, activation="relu", name=f"head_dense_{i}"))
+    head_layers.append(keras.layers.Dropout(dropout, name="head_dropout"))
+    head_layers.append(keras.layers.Dense(num_classes, name="head_logits", dtype="float32"))
+    # === Functional Model ===
+    inputs = keras.Input(backbone.input.shape[1:], name="image")
+    x = backbone(inputs, training=backbone_training)
+    for layer in head_layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name or f"{backbone.name}_classifier")
+
+
+def fine_tune(
+    model_or_backbone,
+    train_ds,
+    val_ds=None,
+    *,
+    num_classes,
+    head_epochs=5,
+    fine_tune_epochs=5,
+    strategy="fine_tune",
+    unfreeze_top_blocks=2,
+    head_lr=1e-3,
+    backbone_lr=1e-5,
+    layer_decay=None,
+    lora_rank=8,
+    cache_features=True,
+    early_stopping=True,
+    mixed_precision="auto",
+    jit_compile="auto",
+    checkpoint_dir=None,
+    label_smoothing=0.0,
+    dropout=0.2,
+    optimizer="adam",
+    weight_decay=None,
+    warmup_steps=0,
+    decay_steps=None,
+    patience=3,
+    verbose="auto",
+):
+    """Runs the whole transfer-learning workflow: head first, then fine-tuning.
+
+    Args:
+        model_or_backbone: a backbone (`keras.Model` with a known block spec,
+            or a `kt.Backbone` from `kt.get_backbone`), which gets a new head
+            (`build_classifier`), or a classifier that already has a `head`
+            block.
+        train_ds: `tf.data.Dataset` of `(images, integer labels)` batches.
+        val_ds: optional validation dataset of the same form.
+        num_classes: number of classes.
+        head_epochs: epochs of phase 1 (new head on the frozen backbone).
+        fine_tune_epochs: epochs of phase 2.
+        strategy: one of `"scratch"`, `"feature_extraction"`, `"fine_tune"`,
+            `"full"`, `"lora"` (see the module docstring).
+        unfreeze_top_blocks: backbone blocks phase 2 of `fine_tune` trains.
+        head_lr: learning rate of the head (and of everything in `scratch`).
+        backbone_lr: learning rate of unfrozen backbone blocks in phase 2
+            (the lowest one, when `layer_decay` is set).
+        layer_decay: if set, rates decay block by block from the head down
+            (`head_lr * layer_decay**k`), floored at `backbone_lr`.
+        lora_rank: rank of the LoRA adapters for `strategy="lora"`.
+        cache_features: in phase 1 (and `feature_extraction`), run the frozen
+            backbone once and train the head on cached features. Augmentation
+            in `train_ds` then runs once, not every epoch.
+        early_stopping: stop a phase when `val_loss` stops improving for
+            `patience` epochs and restore its best weights (needs `val_ds`).
+        mixed_precision: `"auto"` (mixed_float16 on a GPU, mixed_bfloat16 on
+            a TPU, none on a CPU), `None`, or a Keras dtype policy name. The
+            policy applies to the layers this function builds; build the
+            backbone under the same policy (`keras.config.set_dtype_policy`)
+            for the full speed-up.
+        jit_compile: passed to `model.compile`.
+        checkpoint_dir: if set, each phase writes atomic `best.keras` and
+            `last.keras` checkpoints and a backup there, so a killed run
+            started again resumes where it stopped.
+        label_smoothing: label smoothing of the cross-entropy loss.
+        dropout: dropout of the new head.
+        optimizer, weight_decay, warmup_steps, decay_steps: passed to
+            `kt.differential_optimizer` for every phase.
+        patience: early-stopping patience in epochs.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        A `FineTuneResult`.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf, keras, keras_transfer as kt
+    >>> backbone = keras.applications.MobileNetV2(
+    ...     alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
+    >>> x = np.random.rand(16, 32, 32, 3).astype("float32"); y = np.arange(16) % 2
+    >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    >>> result = kt.fine_tune(backbone, ds, ds, num_classes=2, head_epochs=1,
+    ...                       fine_tune_epochs=1, verbose=0)
+    >>> list(result.history.phase)
+    ['head', 'fine_tune']
+    """
+    start = time.perf_counter()
+    _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr)
+    if early_stopping and val_ds is None:
+        early_stopping = False
+    policy = _resolve_mixed_precision(mixed_precision)
+    with _dtype_policy(policy):
+        model = _as_classifier(model_or_backbone, num_classes, dropout, scratch=strategy == "scratch")
+    blocks = get_blocks(model)
+    backbone_blocks = [b for b in blocks if not b.is_head]
+    loss = SparseCategoricalCrossentropy(label_smoothing=label_smoothing, from_logits=True)
+    metrics = ["accuracy"] + ([keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy")] if num_classes > 5 else [])
+    opt_kwargs = dict(optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps, decay_steps=decay_steps)
+    common = dict(
+        loss=loss, metrics=metrics, jit_compile=jit_compile, val_ds=val_ds, early_stopping=early_stopping,
+        patience=patience, checkpoint_dir=checkpoint_dir, verbose=verbose,
+    )
+    phases = []
+    if strategy == "scratch":
+        unfreeze(model, top_blocks=len(backbone_blocks), train_bn=True)
+        phases.append(_run_phase(model, "scratch", train_ds, head_epochs + fine_tune_epochs,
+                                 differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs),
+                                 (head_lr, head_lr), **common))
+    else:
+        freeze(model)
+        epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
+        phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
+        phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features, common))
+        if strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
+            if strategy == "lora":
+                model = apply_lora(model, rank=lora_rank)
+            else:
+                top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
+                unfreeze(model, top_blocks=top)
+            optimizer_ = differential_optimizer(
+                model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
+            )
+            phases.append(_run_phase(model, strategy, train_ds, fine_tune_epochs, optimizer_,
+                                     (head_lr, backbone_lr), **common))
+    history = pd.concat([p["history"] for p in phases], ignore_index=True)
+    history.insert(1, "epoch", np.arange(1, len(history) + 1))
+    paths = {}
+    for p in phases:
+        paths.update(p["paths"])
+    if checkpoint_dir is not None:
+        paths["history"] = str(pathlib.Path(checkpoint_dir) / "history.csv")
+        history.to_csv(paths["history"], index=False)
+    final = {k: float(v) for k, v in history.iloc[-1].items() if k not in ("phase", "epoch")}
+    if val_ds is not None:
+        if not model.compiled:  # the head trained on cached features; the whole model never compiled
+            model.compile(loss=loss, metrics=metrics, jit_compile=jit_compile)
+        final = {k: float(v) for k, v in model.evaluate(val_ds, verbose=0, return_dict=True).items()}
+    return FineTuneResult(
+        model=model,
+        history=history,
+        metrics=final,
+        paths=paths,
+        strategy=strategy,
+        trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        wall_time=time.perf_counter() - start,
+    )
+
+
+def export(model, path):
+    """Writes a model for deployment: `<path>.keras` and a SavedModel at `<path>/`.
+
+    LoRA adapters are merged into their base weights first, so the exported
+    model has no LoRA layers and runs as fast as the plain model.
+
+    Args:
+        model: a trained `keras.Model`.
+        path: destination without extension.
+
+    Returns:
+        A dict with the paths written (`keras`, `saved_model`).
+
+    Example:
+
+    >>> import keras, keras_transfer as kt, tempfile, os
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> paths = kt.export(model, os.path.join(tempfile.mkdtemp(), "model"))
+    >>> sorted(paths)
+    ['keras', 'saved_model']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
+    path = pathlib.Path(path)
+    if path.suffix == ".keras":
+        path = path.with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = merge_lora(model)
+    keras_path = path.with_suffix(".keras")
+    merged.save(keras_path)
+    paths = {"keras": str(keras_path)}
+    if keras.backend.backend() in ("tensorflow", "jax"):
+        merged.export(str(path), format="tf_saved_model", verbose=False)
+        paths["saved_model"] = str(path)
+    return paths
+
+
+# --- internals ---------------------------------------------------------------
+
+
+def _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr):
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown `strategy`. Received: strategy={strategy!r}. Valid strategies: {list(STRATEGIES)}")
+    for name, value in (("head_epochs", head_epochs), ("fine_tune_epochs", fine_tune_epochs),
+                        ("unfreeze_top_blocks", unfreeze_top_blocks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
+    if head_epochs + fine_tune_epochs == 0:
+        raise ValueError("`head_epochs` and `fine_tune_epochs` are both 0: nothing to train. "
+                         f"Received: head_epochs={head_epochs}, fine_tune_epochs={fine_tune_epochs}")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank <= 0:
+        raise ValueError(f"`lora_rank` must be a positive integer. Received: lora_rank={lora_rank!r}")
+    for name, value in (("head_lr", head_lr), ("backbone_lr", backbone_lr)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+
+
+def _as_classifier(model_or_backbone, num_classes, dropout, scratch):
+    """A classifier with a `head` block; for `scratch`, a fresh copy with random weights."""
+    model = getattr(model_or_backbone, "model", model_or_backbone)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model_or_backbone` must be a keras.Model or a kt.Backbone. "
+            f"Received: model_or_backbone={model_or_backbone!r}"
+        )
+    if any(b.is_head for b in get_blocks(model)):
+        return keras.models.clone_model(model) if scratch else model
+    if scratch:
+        # From scratch, BatchNorm must learn its statistics from batches.
+        return build_classifier(keras.models.clone_model(model), num_classes, dropout=dropout,
+                                backbone_training=None)
+    return build_classifier(model, num_classes, dropout=dropout)
+
+
+def _resolve_mixed_precision(mixed_precision):
+    if mixed_precision == "auto":
+        from keras_transfer.distribute import accelerator_kind
+
+        return {"gpu": "mixed_float16", "tpu": "mixed_bfloat16"}.get(accelerator_kind())
+    if mixed_precision in (None, False, "float32"):
+        return None
+    if mixed_precision not in ("mixed_float16", "mixed_bfloat16", "bfloat16", "float16"):
+        raise ValueError(
+            "`mixed_precision` must be 'auto', None or a dtype policy name such as 'mixed_float16'. "
+            f"Received: mixed_precision={mixed_precision!r}"
+        )
+    return mixed_precision
+
+
+class _dtype_policy:
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        if self.policy:
+            keras.config.set_dtype_policy(self.policy)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)
+
+
+def _head_submodel(model):
+    """Splits a classifier into (feature model, head model) sharing layers.
+
+    The feature model ends where the head starts (after pooling, when the
+    head pools); the head model maps cached features to logits.
+    """
+    head = next(b for b in get_blocks(model) if b.is_head)
+    layers = list(head.layers)
+    feature_layers = []
+    while layers and not layers[0].weights and isinstance(
+        layers[0], (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling1D)
+    ):
+        feature_layers.append(layers.pop(0))
+    first = feature_layers[-1] if feature_layers else None
+    features = first.output if first is not None else layers[0].input
+    feature_model = keras.Model(model.input, features, name="features")
+    head_in = keras.Input(features.shape[1:], name="features")
+    x = head_in
+    for layer in layers:
+        x = layer(x)
+    return feature_model, keras.Model(head_in, x, name="head")
+
+
+def _run_head_phase(model, phase, train_ds, epochs, head_lr, opt_kwargs, use_cache, common):
+    if epochs == 0:
+        return {"history": pd.DataFrame(), "paths": {}}
+    if not use_cache or not _is_simple_chain(model):
+        optimizer = differential_optimizer(model, head_lr=head_lr, **opt_kwargs)
+        return _run_phase(model, phase, train_ds, epochs, optimizer, (head_lr, None), **common)
+    feature_model, head_model = _head_submodel(model)
+    train_features = _cache_features(feature_model, train_ds)
+    val_ds = common["val_ds"]
+    val_features = _cache_features(feature_model, val_ds) if val_ds is not None else None
+    optimizer = keras.optimizers.get(opt_kwargs["optimizer"]).__class__(learning_rate=head_lr)
+    return _run_phase(head_model, phase, train_features, epochs, optimizer, (head_lr, None),
+                      **{**common, "val_ds": val_features})
+
+
+def _is_simple_chain(model):
+    """True when the head is a plain chain after one backbone, so features can be cached."""
+    try:
+        _head_submodel(model)
+    except (ValueError, StopIteration, AttributeError):
+        return False
+    return True
+
+
+def _run_phase(model, phase, train_ds, epochs, optimizer, rates, *, loss, metrics, jit_compile, val_ds,
+               early_stopping, patience, checkpoint_dir, verbose):
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    callbacks, paths = [], {}
+    if checkpoint_dir is not None:
+        phase_dir = pathlib.Path(checkpoint_dir) / phase
+        done = phase_dir / "done.json"
+        if done.exists():
+            record = json.loads(done.read_text())
+            model.load_weights(phase_dir / "final.weights.h5")
+            return {"history": pd.DataFrame(record["history"]), "paths": record["paths"]}
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.extend(checkpoint_callbacks(phase_dir, monitor="val_loss" if val_ds is not None else "loss"))
+        paths = {f"{phase}_best": str(phase_dir / "best.keras"), f"{phase}_last": str(phase_dir / "last.keras")}
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                    callbacks=callbacks, verbose=verbose)
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "phase", phase)
+    history.insert(1, "head_lr", rates[0])
+    history.insert(2, "backbone_lr", rates[1] if rates[1] is not None else np.nan)
+    if checkpoint_dir is not None:
+        model.save_weights(phase_dir / "final.weights.h5")
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"history": history.to_dict(orient="list"), "paths": paths}))
+        os.replace(tmp, done)
+    return {"history": history, "paths": paths}
+
