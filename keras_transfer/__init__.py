@@ -23,5 +23,6 @@ from keras_transfer.blocks import (  # noqa: E402
     get_blocks,
     select_variables,
 )
+from keras_transfer import losses  # noqa: E402
 from keras_transfer.freezing import freeze, recompile, trainable_summary, unfreeze  # noqa: E402
 from keras_transfer.version import __version__  # noqa: E402
