@@ -704,7 +704,7 @@ def _block_features(model, chosen, data, name, batch_size, max_examples, verbose
 
 def _collect(model, data, name, batch_size, max_examples, verbose, labels=True):
     """Runs `model` over `data` once: (list of output arrays, integer labels or None)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_batch_iterable(data[0]):
+    if isinstance(data, tuple) and len(data) == 2 and not _is_batch_iterable(data[0]):
         x, y = data
         n = _length(y, name)
         if _length(x, name) != n:
@@ -760,9 +760,8 @@ def _collect(model, data, name, batch_size, max_examples, verbose, labels=True):
 
 
 def _is_batch_iterable(data):
-    return hasattr(data, "as_numpy_iterator") or isinstance(data, keras.utils.PyDataset) or (
-        hasattr(data, "__iter__") and not isinstance(data, (np.ndarray, tuple, list, dict, str))
-        and not hasattr(data, "__array__")
+    return hasattr(data, "__iter__") and not isinstance(data, (tuple, list, dict, str)) and not hasattr(
+        data, "__array__"
     )
 
 
@@ -793,7 +792,7 @@ def _labels(y, name):
 
 def _as_dataset(data, name, batch_size, shuffle, seed):
     """`fine_tune` wants datasets: arrays go through `kt.data.from_arrays`. Returns (data, classes or None)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_batch_iterable(data[0]):
+    if isinstance(data, tuple) and len(data) == 2 and not _is_batch_iterable(data[0]):
         from keras_transfer.data import from_arrays
 
         x, y = data

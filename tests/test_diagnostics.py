@@ -1,0 +1,321 @@
+"""Transfer diagnostics on hand-built backbones whose right answers are known by construction.
+
+The backbones are chains of bias-free Dense blocks named like the demo family
+(`stem`, `block1`, `block2`, `top`), with kernels set by hand: identity blocks
+pass the label information on, a zero block destroys it, and a ReLU top block
+creates features a linear probe needs (XOR).
+"""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import keras_transfer as kt
+
+EYE = np.eye(4)
+ZEROS = np.zeros((4, 4))
+# relu(x0 + x1), relu(-x0 - x1), relu(x0 - x1), relu(x1 - x0): XOR of the signs becomes linear.
+XOR_TOP = np.array([[1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
+
+
+def chain(*kernels, top_activation=None):
+    """`demo_convnet`-named backbone of Dense blocks stem, block1, ..., top with the given kernels."""
+    names = ["stem"] + [f"block{i}" for i in range(1, len(kernels) - 1)] + ["top"]
+    inputs = keras.Input((kernels[0].shape[0],))
+    x = inputs
+    for name, kernel in zip(names, kernels):
+        activation = top_activation if name == "top" else None
+        x = keras.layers.Dense(kernel.shape[1], use_bias=False, activation=activation, name=f"{name}_dense")(x)
+    model = keras.Model(inputs, x, name="demo_convnet")
+    for name, kernel in zip(names, kernels):
+        model.get_layer(f"{name}_dense").set_weights([kernel])
+    return model
+
+
+def low_level_task(n, seed):
+    """Label in input feature 0 (a clean ±1 plus noise); features 1..3 are noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 4))
+    x[:, 0] = 2 * y - 1 + 0.2 * rng.normal(size=n)
+    return x.astype("float32"), y
+
+
+def xor_task(n, seed):
+    """Label = sign(x0) XOR sign(x1): no linear probe on the inputs can read it."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 1.0, size=(n, 2)) * rng.choice([-1, 1], size=(n, 2))
+    return x.astype("float32"), (x[:, 0] * x[:, 1] > 0).astype("int64")
+
+
+def split(data, n_train):
+    x, y = data
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+# --- probe_blocks ------------------------------------------------------------------
+
+
+@pytest.mark.core
+def test_probe_accuracy_falls_exactly_to_chance_after_a_block_that_destroys_the_label():
+    backbone = chain(EYE, EYE, ZEROS, EYE)
+    train, val = split(low_level_task(200, seed=0), 100)
+    table = kt.probe_blocks(backbone, train, val, verbose=0)
+    assert list(table.columns) == [
+        "block", "depth", "blocks_above", "feature_dim", "params", "train_accuracy", "probe_accuracy"
+    ]
+    assert table.block.tolist() == ["stem", "block1", "block2", "top"]
+    assert table.depth.tolist() == [0, 1, 2, 3]
+    assert table.blocks_above.tolist() == [3, 2, 1, 0]
+    assert table.feature_dim.tolist() == [4, 4, 4, 4]
+    assert table.params.tolist() == [16, 16, 16, 16]
+    # Feature 0 separates the classes (|noise| < 1 on these draws); after the zero
+    # block every score is the class prior 0.5/0.5 and argmax picks class 0 = half.
+    assert table.train_accuracy.tolist() == [1.0, 1.0, 0.5, 0.5]
+    assert table.probe_accuracy.tolist() == [1.0, 1.0, 0.5, 0.5]
+    assert table.attrs["backbone_blocks"] == ["stem", "block1", "block2", "top"]
+
+
+@pytest.mark.core
+def test_probe_finds_the_xor_only_after_the_relu_top_block():
+    backbone = chain(np.eye(2), np.eye(2), np.eye(2), XOR_TOP, top_activation="relu")
+    train, val = split(xor_task(300, seed=1), 150)
+    table = kt.probe_blocks(backbone, train, val, verbose=0)
+    assert table.feature_dim.tolist() == [2, 2, 2, 4]
+    assert table.probe_accuracy.iloc[:3].max() < 0.65
+    assert table.probe_accuracy.iloc[3] >= 0.9
+
+
+@pytest.mark.core
+def test_probe_skips_the_head_of_a_classifier_and_matches_its_backbone():
+    backbone = chain(EYE, EYE, ZEROS, EYE)
+    train, val = split(low_level_task(120, seed=2), 60)
+    classifier = kt.build_classifier(backbone, num_classes=2)
+    pd.testing.assert_frame_equal(
+        kt.probe_blocks(classifier, train, val, verbose=0), kt.probe_blocks(backbone, train, val, verbose=0)
+    )
+
+
+@pytest.mark.core
+def test_probe_a_subset_of_blocks_keeps_their_depths():
+    train, val = split(low_level_task(120, seed=3), 60)
+    table = kt.probe_blocks(chain(EYE, EYE, ZEROS, EYE), train, val, blocks=["top", "block1"], verbose=0)
+    assert table.block.tolist() == ["block1", "top"]
+    assert table.depth.tolist() == [1, 3]
+    suggestion = kt.suggest_unfreeze(table)
+    # Peak at block1 -> everything above it, including the unprobed block2, unfreezes.
+    assert (suggestion.top_blocks, suggestion.from_block) == (2, "block2")
+
+
+@pytest.mark.core
+def test_probe_pools_feature_maps_of_an_image_backbone():
+    from keras_transfer import demo
+
+    x, y = demo.make_shapes(("disk", "square"), per_class=6, seed=0)
+    table = kt.probe_blocks(demo.build_demo_backbone(), (x[::2], y[::2]), (x[1::2], y[1::2]), verbose=0)
+    assert table.block.tolist() == ["stem", "block1", "block2", "block3", "top"]
+    assert table.feature_dim.tolist() == [24, 32, 64, 96, 128]
+
+
+def test_probe_on_a_reshuffling_tf_dataset_pairs_features_with_their_labels():
+    import tensorflow as tf
+
+    backbone = chain(EYE, EYE, ZEROS, EYE)
+    train, val = split(low_level_task(160, seed=4), 80)
+    shuffled = tf.data.Dataset.from_tensor_slices(train).shuffle(80, seed=0, reshuffle_each_iteration=True).batch(16)
+    from_arrays = kt.probe_blocks(backbone, train, val, verbose=0)
+    from_dataset = kt.probe_blocks(backbone, shuffled, tf.data.Dataset.from_tensor_slices(val).batch(32), verbose=0)
+    pd.testing.assert_frame_equal(from_dataset, from_arrays)
+
+
+@pytest.mark.core
+def test_probe_max_examples_caps_each_dataset():
+    train, val = split(low_level_task(120, seed=5), 60)
+    table = kt.probe_blocks(chain(EYE, EYE, ZEROS, EYE), train, val, max_examples=10, verbose=0)
+    assert table.probe_accuracy.iloc[0] == 1.0
+
+
+@pytest.mark.core
+def test_probe_errors_name_the_argument():
+    backbone = chain(EYE, EYE, ZEROS, EYE)
+    train, val = split(low_level_task(40, seed=0), 20)
+    with pytest.raises(ValueError, match=r"Unknown blocks in `blocks`: \['block9'\]. Valid block names: "
+                                         r"\['stem', 'block1', 'block2', 'top'\]"):
+        kt.probe_blocks(backbone, train, val, blocks=["block9"])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        kt.probe_blocks(backbone, (train[0], np.zeros(20, "int64")), val, verbose=0)
+    with pytest.raises(TypeError, match="`val_ds` must be .x, y. arrays or a dataset.*Received: val_ds=3"):
+        kt.probe_blocks(backbone, train, 3, verbose=0)
+    with pytest.raises(ValueError, match="as many x as y. Received: 20 x, 5 y"):
+        kt.probe_blocks(backbone, (train[0], train[1][:5]), val, verbose=0)
+    with pytest.raises(ValueError, match="integer class ids"):
+        kt.probe_blocks(backbone, (train[0], train[1] + 0.5), val, verbose=0)
+    with pytest.raises(TypeError, match="`backbone` must be a keras.Model"):
+        kt.probe_blocks("resnet50", train, val)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer. Received: batch_size=0"):
+        kt.probe_blocks(backbone, train, val, batch_size=0)
+
+
+# --- suggest_unfreeze ----------------------------------------------------------------
+
+
+@pytest.mark.core
+def test_a_target_needing_high_level_features_unfreezes_fewer_blocks_than_one_needing_low_level():
+    low = kt.suggest_unfreeze(chain(EYE, EYE, ZEROS, EYE), *split(low_level_task(200, 0), 100), verbose=0)
+    high = kt.suggest_unfreeze(chain(np.eye(2), np.eye(2), np.eye(2), XOR_TOP, top_activation="relu"),
+                               *split(xor_task(300, 1), 150), verbose=0)
+    assert (low.top_blocks, low.from_block, low.peak_block) == (2, "block2", "block1")
+    assert (high.top_blocks, high.from_block, high.peak_block) == (0, None, "top")
+    assert high.top_blocks < low.top_blocks
+    assert "peaks at 'block1'" in low.reason and "unfreeze from 'block2' (top_blocks=2)" in low.reason
+    assert "trains 32 of 64" in low.reason
+    assert "feature extraction" in str(high)
+
+
+@pytest.mark.core
+def test_a_suggestion_feeds_unfreeze_directly():
+    backbone = chain(EYE, EYE, ZEROS, EYE)
+    suggestion = kt.suggest_unfreeze(backbone, *split(low_level_task(200, 0), 100), verbose=0)
+    classifier = kt.build_classifier(backbone, num_classes=2)
+    states = kt.trainable_summary(kt.unfreeze(classifier, top_blocks=suggestion.top_blocks)).state.tolist()
+    assert states == ["frozen", "frozen", "trainable", "trainable", "trainable"]
+    kt.freeze(classifier)
+    again = kt.trainable_summary(kt.unfreeze(classifier, from_block=suggestion.from_block)).state.tolist()
+    assert again == states
+
+
+@pytest.mark.core
+def test_tolerance_treats_small_drops_as_a_plateau():
+    table = pd.DataFrame({"block": ["stem", "block1", "block2", "top"], "depth": [0, 1, 2, 3],
+                          "blocks_above": [3, 2, 1, 0], "probe_accuracy": [0.70, 0.90, 0.89, 0.86]})
+    assert kt.suggest_unfreeze(table, tolerance=0.0).top_blocks == 2
+    assert kt.suggest_unfreeze(table, tolerance=0.02).top_blocks == 1
+    assert kt.suggest_unfreeze(table, tolerance=0.05).top_blocks == 0
+    peaked_at_stem = table.assign(probe_accuracy=[0.9, 0.6, 0.6, 0.6])
+    assert "check `negative_transfer`" in kt.suggest_unfreeze(peaked_at_stem).reason
+
+
+@pytest.mark.core
+def test_suggest_unfreeze_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"`tolerance` must be a number in \[0, 1\). Received: tolerance=2"):
+        kt.suggest_unfreeze(pd.DataFrame(), tolerance=2)
+    with pytest.raises(ValueError, match="columns.*Received columns: \\['a'\\]"):
+        kt.suggest_unfreeze(pd.DataFrame({"a": [1]}))
+    with pytest.raises(ValueError, match="needs `train_ds` and `val_ds`"):
+        kt.suggest_unfreeze(chain(EYE, EYE, ZEROS, EYE))
+
+
+# --- domain_shift ----------------------------------------------------------------------
+
+
+def gaussian(n, seed, shift=0.0):
+    x = np.random.default_rng(seed).normal(size=(n, 4))
+    x[:, 0] += shift
+    return x.astype("float32")
+
+
+@pytest.mark.core
+def test_same_distribution_is_as_close_as_the_null_reference():
+    table = kt.domain_shift(chain(EYE, EYE, EYE, EYE), gaussian(150, 0), gaussian(150, 1), verbose=0)
+    assert list(table.columns) == ["block", "depth", "feature_dim", "mmd", "null_mmd", "p_value"]
+    assert (table.p_value > 0.05).all()
+    assert (table.mmd.abs() < 0.02).all() and (table.null_mmd.abs() < 0.02).all()
+
+
+@pytest.mark.core
+def test_a_shift_shows_in_the_blocks_that_see_it_and_vanishes_after_one_that_drops_it():
+    drop_feature_0 = np.diag([0.0, 1.0, 1.0, 1.0])
+    backbone = chain(EYE, EYE, drop_feature_0, EYE)
+    table = kt.domain_shift(backbone, (gaussian(150, 0), np.zeros(150)), gaussian(150, 1, shift=1.5), verbose=0)
+    before, after = table.iloc[:2], table.iloc[2:]
+    assert (before.p_value < 0.01).all() and (before.mmd > 0.05).all()
+    assert (before.mmd > 10 * before.null_mmd.abs()).all()
+    assert (after.p_value > 0.05).all() and (after.mmd.abs() < 0.02).all()
+    # The permutation test's smallest p-value is 1 / (permutations + 1).
+    assert before.p_value.iloc[0] == pytest.approx(1 / 201)
+
+
+@pytest.mark.core
+def test_sensor_noise_clearly_shifts_the_texture_blocks_of_an_image_backbone(tmp_path):
+    from keras_transfer import demo
+
+    x, _ = demo.make_shapes(("disk", "square"), per_class=16, seed=0)
+    noisy = np.clip(x[16:] + np.random.default_rng(0).normal(0, 60, x[16:].shape), 0, 255).astype("uint8")
+    backbone = demo.build_demo_backbone()
+    same = kt.domain_shift(backbone, x[:16], x[16:], permutations=50, verbose=0)
+    shifted = kt.domain_shift(backbone, x[:16], noisy, permutations=50, verbose=0, plot_path=tmp_path / "shift.png")
+    # Zero-mean noise partly averages out in the stem's pooled colours; the ReLU
+    # blocks after it respond to texture.
+    texture = shifted.iloc[1:]
+    assert (texture.mmd > 10 * same.mmd.abs().iloc[1:]).all()
+    assert texture.p_value.tolist() == pytest.approx([1 / 51] * 4)
+    assert (tmp_path / "shift.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.core
+def test_domain_shift_errors_name_the_argument():
+    backbone = chain(EYE, EYE, EYE, EYE)
+    with pytest.raises(ValueError, match="`max_examples` must be at least 4. Received: max_examples=3"):
+        kt.domain_shift(backbone, gaussian(10, 0), gaussian(10, 1), max_examples=3)
+    with pytest.raises(ValueError, match="`target_ds` must hold at least 4 examples. Received: 3"):
+        kt.domain_shift(backbone, gaussian(10, 0), gaussian(3, 1), verbose=0)
+    with pytest.raises(ValueError, match="`permutations` must be a positive integer"):
+        kt.domain_shift(backbone, gaussian(10, 0), gaussian(10, 1), permutations=0)
+
+
+# --- forgetting ----------------------------------------------------------------------------
+
+
+def source_classifier():
+    """Identity backbone + a head reading feature 0: perfect on the low-level task."""
+    backbone = chain(EYE, EYE, EYE, EYE)
+    classifier = kt.build_classifier(backbone, num_classes=2, dropout=0.0)
+    kernel = np.zeros((4, 2))
+    kernel[0] = [-1.0, 1.0]
+    classifier.get_layer("head_logits").set_weights([kernel, np.zeros(2)])
+    return classifier
+
+
+@pytest.mark.core
+def test_forgetting_judges_the_fine_tuned_backbone_with_the_source_head():
+    before = source_classifier()
+    source = low_level_task(64, seed=0)
+    target_backbone = keras.models.clone_model(before.layers[1])
+    target_backbone.set_weights(before.layers[1].get_weights())
+    target_backbone.get_layer("block2_dense").set_weights([ZEROS])
+    after = kt.build_classifier(target_backbone, num_classes=3)
+    kept_weights = [w.copy() for w in before.get_weights()]
+    result = kt.forgetting(before, after, source, verbose=0)
+    # Four Dense layers copied; the zero block leaves only the head's bias: class 0 = half.
+    assert (result.accuracy_before, result.accuracy_after, result.retained) == (1.0, 0.5, 0.5)
+    assert result.copied_layers == 4
+    assert "50% retained" in result.message
+    for kept, now in zip(kept_weights, before.get_weights()):
+        np.testing.assert_array_equal(kept, now)
+
+
+@pytest.mark.core
+def test_an_unchanged_backbone_retains_everything_and_head_after_evaluates_the_model_itself():
+    before = source_classifier()
+    source = low_level_task(64, seed=0)
+    same = kt.forgetting(before, chain(EYE, EYE, EYE, EYE), source, verbose=0)
+    assert (same.accuracy_after, same.retained, same.copied_layers) == (1.0, 1.0, 4)
+    flipped = source_classifier()
+    kernel = flipped.get_layer("head_logits").get_weights()
+    flipped.get_layer("head_logits").set_weights([-kernel[0], kernel[1]])
+    result = kt.forgetting(before, flipped, source, head="after", verbose=0)
+    assert (result.accuracy_after, result.retained, result.copied_layers) == (0.0, 0.0, 0)
+
+
+@pytest.mark.core
+def test_forgetting_errors_name_what_does_not_match():
+    before = source_classifier()
+    source = low_level_task(16, seed=0)
+    wider = chain(EYE, EYE, np.zeros((4, 5)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="Layer 'block2_dense' of `model_after` has weights of shapes \\[\\(4, 5\\)\\]"):
+        kt.forgetting(before, wider, source, verbose=0)
+    with pytest.raises(ValueError, match="`head` must be 'source' or 'after'. Received: head='new'"):
+        kt.forgetting(before, before, source, head="new")
+    with pytest.raises(ValueError, match="one score per class"):
+        kt.forgetting(chain(EYE, EYE, EYE, np.ones((4, 1))), before, source)
