@@ -28,6 +28,7 @@ import re
 import keras
 import numpy as np
 import pandas as pd
+from keras.src.models.functional import Functional  # Keras has no public name for the class
 
 from keras_transfer.blocks import get_blocks
 from keras_transfer.freezing import freeze
@@ -69,12 +70,15 @@ class _LoRAMixin:
         # float32 like Keras' own LoRA weights: small updates would underflow in float16.
         self.lora_a = self.add_weight(
             name="lora_a", shape=kernel_shape[:-1] + (self.rank,), initializer="he_uniform",
-            dtype="float32", regularizer=self.kernel_regularizer, trainable=self._trainable,
+            dtype="float32", regularizer=self.kernel_regularizer,
         )
         self.lora_b = self.add_weight(
             name="lora_b", shape=(self.rank, kernel_shape[-1]), initializer="zeros",
-            dtype="float32", regularizer=self.kernel_regularizer, trainable=self._trainable,
+            dtype="float32", regularizer=self.kernel_regularizer,
         )
+        # Created trainable, then set: TensorFlow only differentiates variables
+        # that were trainable when created, whatever the flag says later.
+        self.lora_a.trainable = self.lora_b.trainable = self._trainable
         self._kernel.trainable = False
         if self.bias is not None:
             self.bias.trainable = False
@@ -385,6 +389,8 @@ def merge_lora(model):
     merged = [(layer, layer.merged_kernel()) for layer in layers]
     for layer, kernel in merged:
         _unconvert(layer, kernel)
+    if layers:
+        _forget_traced_functions(model)
     return model
 
 
@@ -489,7 +495,7 @@ def load_adapters(model, path):
     by_path = {layer.path: layer for layer in _lora_layers(model)}
     wanted = [e["path"] for e in entries]
     missing = [p for p in wanted if p not in by_path]
-    extra = [p for p in by_path if p not in set(wanted)]
+    extra = sorted(p for p in by_path if p not in set(wanted))
     if missing or extra:
         raise ValueError(
             f"The adapters in '{path}' do not fit model {model.name!r}: LoRA layers in the file but not "
@@ -695,9 +701,7 @@ def _config_owned_layers(model):
     owned, stack = set(), [model]
     while stack:
         layer = stack.pop()
-        if isinstance(layer, keras.Model) and getattr(layer.get_config, "_is_default", False) or isinstance(
-            layer, keras.Sequential
-        ):
+        if type(layer).get_config in (Functional.get_config, keras.Sequential.get_config):
             for child in layer.layers:
                 owned.add(id(child))
                 if isinstance(child, keras.Model):
@@ -717,7 +721,15 @@ def _check_ranks(layers, rank):
             )
 
 
+def _forget_traced_functions(model):
+    """Drops cached train/test/predict functions: traced before, they would run the old layers."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.Model):
+            layer.train_function = layer.test_function = layer.predict_function = None
+
+
 def _add_lora(model, layers, rank, alpha, dropout, use_rslora):
+    _forget_traced_functions(model)
     config_owned = _config_owned_layers(model)
     parents = _parents(model)
     for layer in layers:
