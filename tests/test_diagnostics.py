@@ -319,3 +319,63 @@ def test_forgetting_errors_name_what_does_not_match():
         kt.forgetting(before, before, source, head="new")
     with pytest.raises(ValueError, match="one score per class"):
         kt.forgetting(chain(EYE, EYE, EYE, np.ones((4, 1))), before, source)
+
+
+# --- negative_transfer ----------------------------------------------------------------------
+
+
+def bright_or_dark(n, seed, size=16):
+    """Class 1 bright, class 0 dark, with pixel noise: easy for any network that sees pixels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = np.where(y[:, None, None, None] == 1, 170.0, 85.0) + rng.normal(0, 20, (n, size, size, 3))
+    return np.clip(x, 0, 255).astype("uint8"), y
+
+
+def test_negative_transfer_is_flagged_for_a_degenerate_pretrained_backbone():
+    from keras_transfer import demo
+
+    degenerate = demo.build_demo_backbone(size=16)
+    for layer in degenerate.layers:
+        if layer.name.endswith(("_conv", "_dense")):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    result = kt.negative_transfer(degenerate, bright_or_dark(64, 0), bright_or_dark(64, 1), epochs=2, head_lr=1e-2)
+    # All-zero features: the head can only learn the (balanced) prior, i.e. chance.
+    assert result.pretrained_accuracy == 0.5
+    assert result.scratch_accuracy == 1.0
+    assert (result.margin, result.negative) == (-0.5, True)
+    assert result.message.startswith("Negative transfer: training from scratch beats the pretrained start by 0.500")
+    assert result.history.groupby("start").size().to_dict() == {"pretrained": 2, "scratch": 2}
+
+
+@pytest.mark.slow
+def test_a_backbone_pretrained_on_a_related_source_is_not_flagged():
+    from keras_transfer import demo
+
+    backbone = demo.build_demo_backbone(size=16)
+    source = keras.Sequential([backbone, keras.layers.Dense(2)])
+    source.compile(optimizer=keras.optimizers.Adam(1e-2),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    source.fit(*bright_or_dark(128, 2), epochs=3, verbose=0)
+    result = kt.negative_transfer(backbone, bright_or_dark(64, 0), bright_or_dark(64, 1), epochs=2, head_lr=1e-2)
+    assert result.pretrained_accuracy == 1.0
+    assert result.negative is False and result.margin >= 0
+    assert result.message.startswith("Transfer helps")
+
+
+def test_negative_transfer_errors_name_the_argument():
+    from keras_transfer import demo
+
+    import tensorflow as tf
+
+    backbone = demo.build_demo_backbone(size=16)
+    data = bright_or_dark(8, 0)
+    with pytest.raises(ValueError, match="`strategy` is how the pretrained start trains. Received: strategy='scratch'"):
+        kt.negative_transfer(backbone, data, data, strategy="scratch")
+    with pytest.raises(ValueError, match="`epochs` must be at least 2"):
+        kt.negative_transfer(backbone, data, data, epochs=1)
+    with pytest.raises(TypeError, match=r"sets \['head_epochs'\] itself"):
+        kt.negative_transfer(backbone, data, data, head_epochs=3)
+    with pytest.raises(ValueError, match="`num_classes` is needed when `train_ds` is a dataset"):
+        ds = tf.data.Dataset.from_tensor_slices(data).batch(4)
+        kt.negative_transfer(backbone, ds, ds)
