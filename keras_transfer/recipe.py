@@ -75,12 +75,25 @@ class RecipeResult:
 def configure(config, overrides):
     """Applies `overrides` to a recipe config, rejecting unknown names.
 
+    `epochs=N` is shorthand for `fine_tune_epochs=N`: the head phase keeps its
+    published length, and the phase people usually mean gets `N`.
+
     Example:
 
     >>> from keras_transfer.recipe import ImageRecipeConfig, configure
     >>> configure(ImageRecipeConfig("tf_flowers", 5), {"head_epochs": 1}).head_epochs
     1
+    >>> configure(ImageRecipeConfig("tf_flowers", 5), {"epochs": 3}).fine_tune_epochs
+    3
     """
+    overrides = dict(overrides)
+    if "epochs" in overrides:
+        if "fine_tune_epochs" in overrides:
+            raise ValueError(
+                "`epochs` is shorthand for `fine_tune_epochs`; pass one of them. Received: "
+                f"epochs={overrides['epochs']!r}, fine_tune_epochs={overrides['fine_tune_epochs']!r}"
+            )
+        overrides["fine_tune_epochs"] = overrides.pop("epochs")
     fields = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - fields)
     if unknown:

@@ -14,7 +14,7 @@ Strategies, all on the same epoch budget (`head_epochs + fine_tune_epochs`):
 | `feature_extraction` | head on frozen backbone, both phases' epochs               |                   |
 | `fine_tune`          | head                    | top `unfreeze_top_blocks` blocks, per-block rates |
 | `full`               | head                    | every block, per-block rates                    |
-| `lora`               | head                    | LoRA adapters (rank `lora_rank`) + head         |
+| `lora`               | head                    | LoRA adapters (rank `lora_rank`) + head, at `head_lr` |
 """
 
 import dataclasses
@@ -233,13 +233,17 @@ def fine_tune(
         phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features, common))
         if strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
             if strategy == "lora":
+                # Adapters start at zero and are new weights, like the head: they
+                # train at the head's rate (PEFT's usual 1e-4..1e-3), not at the
+                # low rate that protects pretrained weights.
                 model = apply_lora(model, rank=lora_rank)
+                optimizer_ = differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
             else:
                 top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
                 unfreeze(model, top_blocks=top)
-            optimizer_ = differential_optimizer(
-                model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
-            )
+                optimizer_ = differential_optimizer(
+                    model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
+                )
             phases.append(_run_phase(model, strategy, train_ds, fine_tune_epochs, optimizer_,
                                      (head_lr, backbone_lr), **common))
     history = pd.concat([p["history"] for p in phases], ignore_index=True)
