@@ -101,6 +101,57 @@ def _run(args, extra):
     return 0
 
 
+def _diagnose(args):
+    import time
+
+    import pandas as pd
+
+    from keras_transfer import data, diagnostics
+    from keras_transfer.backbones import get_backbone
+
+    def image_folders(path, flag):
+        """(train, val) folders of a dataset directory: its train/ and val/ subfolders, or itself."""
+        path = pathlib.Path(path)
+        if not path.is_dir():
+            raise SystemExit(f"keras-transfer: {flag} must be a folder of images. Received: {flag} {path}")
+        val = next((path / n for n in ("val", "validation", "test") if (path / n).is_dir()), None)
+        return (path / "train", val) if (path / "train").is_dir() else (path, None)
+
+    size = args.image_size
+    backbone = get_backbone(args.backbone, weights=args.weights,
+                            input_shape=(size, size, 3) if size else None, pooling=None)
+    image_size = tuple(backbone.model.input.shape[1:3])
+    load = dict(image_size=image_size, batch_size=args.batch_size, preprocess=backbone.preprocess)
+    train_dir, val_dir = image_folders(args.data, "--data")
+    if val_dir is None:
+        train, val = data.from_directory(train_dir, validation_split=0.2, seed=0, **load)
+    else:
+        train, val = data.from_directory(train_dir, **load), data.from_directory(val_dir, **load)
+    print(f"Diagnosing {backbone.name} ({args.weights}) on {args.data} at {image_size[0]}x{image_size[1]}")
+    start = time.perf_counter()
+    table = diagnostics.probe_blocks(backbone, train, val, max_examples=args.max_examples, verbose=1)
+    print(f"\nLinear probe per block ({time.perf_counter() - start:.0f} s)")
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print(table.to_string(index=False))
+    suggestion = diagnostics.suggest_unfreeze(table, tolerance=args.tolerance)
+    print(f"\nSuggestion: unfreeze top_blocks={suggestion.top_blocks}"
+          + (f" (from {suggestion.from_block})" if suggestion.from_block else ""))
+    print(suggestion.reason)
+    if args.source_data:
+        source_dir, _ = image_folders(args.source_data, "--source-data")
+        source = data.from_directory(source_dir, **load)
+        start = time.perf_counter()
+        shift = diagnostics.domain_shift(backbone, source, train, max_examples=args.max_examples,
+                                         plot_path=args.plot, verbose=1)
+        print(f"\nDomain shift, source {source_dir} -> target {train_dir} "
+              f"(MMD², null = source half vs half; {time.perf_counter() - start:.0f} s)")
+        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+            print(shift.to_string(index=False))
+        if args.plot:
+            print(f"Plot written to {args.plot}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-transfer",
@@ -136,6 +187,28 @@ def build_parser():
     run.add_argument("recipe", nargs="?", help="recipe name")
     run.add_argument("--list", action="store_true", help="list the recipes")
     run.set_defaults(func=_run, takes_extra=True)
+
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="probe a backbone block by block on your images: how far to unfreeze, and domain shift",
+        description="Fits a linear probe on the pooled features after each block, suggests how many top "
+        "blocks to unfreeze, and with --source-data measures the source -> target domain shift per block. "
+        "--data is a folder with train/ and val/ (or test/) class folders, or one class folder tree "
+        "(20%% is held out).",
+    )
+    diagnose.add_argument("--backbone", required=True, help="a backbone name (mobilenet_v2, efficientnet_b0, ...)")
+    diagnose.add_argument("--weights", default="imagenet",
+                          help="'imagenet' (download) or a local no-top weights file (default: imagenet)")
+    diagnose.add_argument("--data", required=True, help="target images: train/ and val/ class folders")
+    diagnose.add_argument("--source-data", help="source-domain images (class folders) for the domain-shift table")
+    diagnose.add_argument("--image-size", type=int, help="square input side (default: the backbone's own)")
+    diagnose.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    diagnose.add_argument("--max-examples", type=int, default=500,
+                          help="examples used from each dataset (default: 500)")
+    diagnose.add_argument("--tolerance", type=float, default=0.02,
+                          help="probe accuracy differences treated as equal (default: 0.02)")
+    diagnose.add_argument("--plot", help="write the domain-shift plot (PNG) here")
+    diagnose.set_defaults(func=_diagnose)
     return parser
 
 

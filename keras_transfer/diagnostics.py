@@ -646,7 +646,9 @@ def _as_model(backbone, name="backbone"):
 def _resolve_blocks(backbone, blocks):
     """The model, the chosen backbone blocks in model order, and every backbone block name."""
     model = _as_model(backbone)
-    all_blocks = [b for b in get_blocks(model) if not b.is_head]
+    # A kt.Backbone knows its family's spec even where its model's names do not say it.
+    spec = getattr(backbone, "spec", None)
+    all_blocks = [b for b in get_blocks(model, spec=spec) if not b.is_head]
     names = [b.name for b in all_blocks]
     if blocks is None:
         return model, all_blocks, names
