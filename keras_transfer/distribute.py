@@ -19,9 +19,10 @@ import os
 import keras
 
 ACCELERATORS = ("tpu", "gpu", "cpu")
-# The environment of a TPU VM (Colab's TPU runtime among them), where
-# TPUClusterResolver() without a name finds nothing and tpu="local" is needed.
-_TPU_VM_ENV = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID", "TPU_SKIP_MDS_QUERY")
+# What a TPU VM (Colab's TPU runtime among them) sets, where TPUClusterResolver()
+# without a name finds nothing and tpu="local" is needed. Not TPU_SKIP_MDS_QUERY:
+# importing TensorFlow sets that one everywhere.
+_TPU_VM_ENV = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID")
 
 
 class KerasDistributionStrategy:
@@ -43,9 +44,10 @@ class KerasDistributionStrategy:
     """
 
     def __init__(self, distribution=None, num_replicas_in_sync=1):
-        if distribution is not None and not isinstance(distribution, keras.distribution.Distribution):
+        # keras.distribution exports DataParallel and ModelParallel but not their base class.
+        if distribution is not None and not (hasattr(distribution, "scope") and hasattr(distribution, "device_mesh")):
             raise TypeError(
-                "`distribution` must be None or a keras.distribution.Distribution. "
+                "`distribution` must be None or a keras.distribution (DataParallel, ModelParallel). "
                 f"Received: distribution={distribution!r}"
             )
         if isinstance(num_replicas_in_sync, bool) or not isinstance(num_replicas_in_sync, int) or (

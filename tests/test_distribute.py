@@ -159,7 +159,7 @@ def test_jax_with_four_devices_trains_data_parallel():
         x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
         # d(mse)/dw = 2 * 3 * 1 = 6 for every kernel entry: 1 - 0.1 * 6 = 0.4
-        np.testing.assert_allclose(model.layers[0].kernel.numpy(), 0.4, rtol=1e-6)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), 0.4, rtol=1e-6)
         print("OK")
         """
     )
