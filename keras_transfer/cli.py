@@ -117,12 +117,13 @@ def _diagnose(args):
         val = next((path / n for n in ("val", "validation", "test") if (path / n).is_dir()), None)
         return (path / "train", val) if (path / "train").is_dir() else (path, None)
 
+    train_dir, val_dir = image_folders(args.data, "--data")
+    source_dir = image_folders(args.source_data, "--source-data")[0] if args.source_data else None
     size = args.image_size
     backbone = get_backbone(args.backbone, weights=args.weights,
                             input_shape=(size, size, 3) if size else None, pooling=None)
     image_size = tuple(backbone.model.input.shape[1:3])
     load = dict(image_size=image_size, batch_size=args.batch_size, preprocess=backbone.preprocess)
-    train_dir, val_dir = image_folders(args.data, "--data")
     if val_dir is None:
         train, val = data.from_directory(train_dir, validation_split=0.2, seed=0, **load)
     else:
@@ -137,8 +138,7 @@ def _diagnose(args):
     print(f"\nSuggestion: unfreeze top_blocks={suggestion.top_blocks}"
           + (f" (from {suggestion.from_block})" if suggestion.from_block else ""))
     print(suggestion.reason)
-    if args.source_data:
-        source_dir, _ = image_folders(args.source_data, "--source-data")
+    if source_dir is not None:
         source = data.from_directory(source_dir, **load)
         start = time.perf_counter()
         shift = diagnostics.domain_shift(backbone, source, train, max_examples=args.max_examples,

@@ -379,3 +379,34 @@ def test_negative_transfer_errors_name_the_argument():
     with pytest.raises(ValueError, match="`num_classes` is needed when `train_ds` is a dataset"):
         ds = tf.data.Dataset.from_tensor_slices(data).batch(4)
         kt.negative_transfer(backbone, ds, ds)
+
+
+# --- keras-transfer diagnose -------------------------------------------------------------------
+
+
+def test_diagnose_names_a_missing_data_folder(tmp_path):
+    from keras_transfer import cli
+
+    with pytest.raises(SystemExit, match="--data must be a folder of images. Received: --data .*nowhere"):
+        cli.main(["diagnose", "--backbone", "mobilenet_v2", "--data", str(tmp_path / "nowhere")])
+
+
+@pytest.mark.slow
+@pytest.mark.large
+def test_diagnose_imagenet_mobilenet_v2_on_ants_and_bees(mobilenet_weights, hymenoptera_dir, tmp_path, capsys):
+    from keras_transfer import cli
+
+    plot = tmp_path / "shift.png"
+    code = cli.main(["diagnose", "--backbone", "mobilenet_v2", "--weights", str(mobilenet_weights),
+                     "--data", str(hymenoptera_dir), "--image-size", "160",
+                     "--source-data", str(hymenoptera_dir / "val"), "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    # Probe rows have 7 columns, domain-shift rows 6.
+    probe = {row[0]: float(row[-1]) for row in rows if len(row) == 7 and row[1].isdigit()}
+    assert list(probe)[:2] == ["stem", "block_1"] and "top" in probe
+    # ImageNet features: the top is far better than the stem, and good on its own.
+    assert probe["top"] >= 0.85 and probe["top"] - probe["stem"] >= 0.15
+    assert "Suggestion: unfreeze top_blocks=0" in out
+    assert "Domain shift" in out and plot.read_bytes()[:4] == b"\x89PNG"
