@@ -553,10 +553,12 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
     >>> import numpy as np, keras, keras_transfer as kt
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense", kernel_initializer="identity")(inputs)
-    >>> x = keras.layers.Dense(2, name="head_logits", kernel_initializer="identity")(x)
-    >>> before = keras.Model(inputs, x, name="demo_convnet")
-    >>> after = keras.models.clone_model(before)
-    >>> after.get_layer("stem_dense").kernel.assign(np.zeros((2, 2)))
+    >>> backbone = keras.Model(inputs, x, name="demo_convnet")
+    >>> before = kt.build_classifier(backbone, num_classes=2, dropout=0.0)
+    >>> before.get_layer("head_logits").set_weights([np.eye(2), np.zeros(2)])
+    >>> tuned = keras.models.clone_model(backbone)  # fine-tuned, badly, for a 5-class target:
+    >>> tuned.get_layer("stem_dense").set_weights([np.zeros((2, 2)), np.zeros(2)])
+    >>> after = kt.build_classifier(tuned, num_classes=5)
     >>> x = np.array([[1, 0], [0, 1]] * 4, "float32"); y = np.array([0, 1] * 4)
     >>> result = kt.forgetting(before, after, (x, y), verbose=0)
     >>> result.accuracy_before, result.accuracy_after, result.retained
