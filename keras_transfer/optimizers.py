@@ -572,7 +572,9 @@ def _resolve_optimizer(optimizer):
     if isinstance(optimizer, str):
         key = optimizer.lower().replace("_", "")
         if key not in _OPTIMIZERS:
-            raise ValueError(f"Unknown `optimizer`. Received: optimizer={optimizer!r}. Valid names: {sorted(_OPTIMIZERS)}")
+            raise ValueError(
+                f"Unknown `optimizer`. Received: optimizer={optimizer!r}. Valid names: {sorted(_OPTIMIZERS)}"
+            )
         return _OPTIMIZERS[key], {}
     if isinstance(optimizer, type) and issubclass(optimizer, _Optimizer) and not issubclass(optimizer, _NOT_INNER):
         return optimizer, {}
