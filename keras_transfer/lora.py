@@ -366,7 +366,8 @@ def merge_lora(model):
 
     Like PEFT's `merge_and_unload`, this works in place: the returned model is
     `model`, with the same outputs, no LoRA weights and no LoRA layer types,
-    ready for export. A model without LoRA layers is returned unchanged.
+    ready for export. The merged layers stay frozen, as their base kernels
+    were. A model without LoRA layers is returned unchanged.
     Save the adapters first (`kt.save_adapters`) to keep them.
 
     Args:
@@ -677,7 +678,9 @@ def _unconvert(layer, kernel):
         object.__delattr__(layer, name)
     layer._tracker.lock()
     layer.__class__ = plain
-    layer.trainable = layer.trainable
+    # Frozen, as its base kernel was: what trained is now folded in, and the
+    # model's trainable set (and a saved optimizer's slots) must not grow.
+    layer.trainable = False
 
 
 def _lora_layers(model):
