@@ -294,8 +294,11 @@ def from_tfds(name, split, image_size=(224, 224), batch_size=32, preprocess=None
     features = builder.info.features
     image_key = _feature_key(features, image_key, tfds.features.Image, "image", "image_key", name)
     label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={image_key: tfds.decode.SkipDecoding()})
+    # Only the two features used are read, and the image stays encoded for the
+    # reduced-scale decoder (a segmentation mask or boxes would cost time).
+    decoders = tfds.decode.PartialDecoding({image_key: True, label_key: True},
+                                           decoders={image_key: tfds.decode.SkipDecoding()})
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     if max_examples is not None:
         ds = ds.take(max_examples)
     elements = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
@@ -348,7 +351,8 @@ def text_from_tfds(name, split, batch_size=32, shuffle=False, seed=None, data_di
     features = builder.info.features
     text_key = _feature_key(features, text_key, tfds.features.Text, "text", "text_key", name)
     label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders=tfds.decode.PartialDecoding({text_key: True, label_key: True}))
     if max_examples is not None:
         ds = ds.take(max_examples)
     elements = ds.map(lambda ex: (ex[text_key], tf.cast(ex[label_key], tf.int32)))
@@ -655,7 +659,7 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
             if shuffled:
                 ds = _shuffle(ds, buffer, seeds)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        if layers or preprocess is not None:
+        if ds.element_spec[0].dtype != tf.string:
             ds = ds.map(batch_map, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 

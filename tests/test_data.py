@@ -1,0 +1,366 @@
+"""Input pipelines: every good image exactly once per epoch, bad files counted, TFDS, feature caching."""
+
+import io
+import logging
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from keras_transfer import data
+
+
+def _epoch(ds):
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _solid(value, size=(12, 16), mode="RGB"):
+    """An image whose every pixel encodes `value`, so it survives JPEG and resizing."""
+    return Image.fromarray(np.full(size + (3,), value, np.uint8)).convert(mode)
+
+
+def _save(image, path, fmt):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+# Good files: (class, name, pixel value id, mode, format). Grayscale, CMYK, alpha and
+# palette images all arrive as RGB.
+GOOD = [
+    ("ants", "a0.jpg", 20, "RGB", "JPEG"),
+    ("ants", "a1 with space.jpeg", 40, "L", "JPEG"),
+    ("ants", "a2.JPG", 60, "CMYK", "JPEG"),
+    ("ants", "a3.png", 80, "RGBA", "PNG"),
+    ("bees", "b0.png", 100, "RGB", "PNG"),
+    ("bees", "b1.png", 120, "L", "PNG"),
+    ("bees", "b2.gif", 140, "P", "GIF"),
+    ("bees", "b3.bmp", 160, "RGB", "BMP"),
+    ("bees", "b4.jpg", 180, "RGB", "JPEG"),
+]
+BAD = {"empty.jpg": "empty", "notes.jpg": "not an image", "cut.jpg": "truncated", "cut.png": "truncated"}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two class folders of solid-colour images (id in the pixel value) plus one bad file of each kind."""
+    for cls, name, value, mode, fmt in GOOD:
+        (tmp_path / cls).mkdir(exist_ok=True)
+        image = _solid(value)
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else image.convert(mode)
+        _save(image, tmp_path / cls / name, fmt)
+    (tmp_path / "ants" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "ants" / "notes.jpg").write_bytes(b"these are not the pixels you are looking for")
+    jpeg = _save(_solid(7, size=(64, 64)), tmp_path / "bees" / "cut.jpg", "JPEG")
+    (tmp_path / "bees" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    png = _save(Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), np.uint8)),
+                tmp_path / "bees" / "cut.png", "PNG")
+    (tmp_path / "bees" / "cut.png").write_bytes(png[: len(png) // 2])
+    (tmp_path / "bees" / "readme.txt").write_text("not listed: not an image extension")
+    return tmp_path
+
+
+def _ids(images):
+    """The id of each solid image: its mean pixel value, rounded to the id grid of 20."""
+    return (np.round(images.mean(axis=(1, 2, 3)) / 20) * 20).astype(int)
+
+
+# --- directories and DataFrames ---------------------------------------------------
+
+
+def test_directory_counts_bad_files_and_yields_every_good_image_once_per_epoch(folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="keras_transfer"):
+        ds = data.from_directory(folder, image_size=(8, 8), batch_size=4, shuffle=True, seed=1)
+    assert ds.class_names == ["ants", "bees"]
+    assert ds.skipped == 4
+    assert dict(zip(ds.report.path.map(lambda p: p.rsplit("/", 1)[1]), ds.report.problem)) == BAD
+    assert "Skipped 4 of 13 image files" in caplog.text and "2 truncated" in caplog.text
+    expected = sorted(value for _, _, value, _, _ in GOOD)
+    orders = []
+    for _ in range(3):
+        images, labels = _epoch(ds)
+        assert images.shape == (9, 8, 8, 3) and images.dtype == np.float32
+        ids = _ids(images)
+        assert sorted(ids) == expected
+        np.testing.assert_array_equal(labels, (ids >= 100).astype(int))  # bees have ids >= 100
+        orders.append(list(ids))
+    assert orders[0] != orders[1] or orders[1] != orders[2], "shuffle=True must reshuffle every epoch"
+    again = data.from_directory(folder, image_size=(8, 8), batch_size=4, shuffle=True, seed=1)
+    assert list(_ids(_epoch(again)[0])) == orders[0], "the same seed gives the same order"
+
+
+def test_grayscale_cmyk_alpha_and_palette_images_arrive_as_rgb(folder):
+    images, _ = _epoch(data.from_directory(folder, image_size=(12, 16), batch_size=16))
+    ids = _ids(images)
+    for _, _, value, _, _ in GOOD:
+        image = images[list(ids).index(value)]
+        assert image.shape == (12, 16, 3)
+        # JPEG keeps a solid colour within a few levels; the lossless formats exactly.
+        np.testing.assert_allclose(image, value, atol=3)
+
+
+def test_unshuffled_order_is_class_then_file_name(folder):
+    images, labels = _epoch(data.from_directory(folder, image_size=(8, 8), batch_size=3))
+    assert list(_ids(images)) == [20, 40, 60, 80, 100, 120, 140, 160, 180]
+    assert list(labels) == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_validation_split_is_per_class_disjoint_and_fixed_by_seed(folder):
+    train, val = data.from_directory(folder, image_size=(8, 8), batch_size=8, validation_split=0.25, seed=3)
+    train_ids, val_ids = set(_ids(_epoch(train)[0])), set(_ids(_epoch(val)[0]))
+    assert len(val_ids) == 2 and len(train_ids) == 7  # round(4 * .25) ants, round(5 * .25) bees
+    assert train_ids.isdisjoint(val_ids) and train_ids | val_ids == {v for _, _, v, _, _ in GOOD}
+    assert {v >= 100 for v in val_ids} == {True, False}
+    _, val_again = data.from_directory(folder, image_size=(8, 8), batch_size=8, validation_split=0.25, seed=3)
+    assert set(_ids(_epoch(val_again)[0])) == val_ids
+    assert val.class_names == ["ants", "bees"] and val.skipped == 4
+
+
+def test_dataframe_with_string_and_integer_labels(folder):
+    rows = [(f"{cls}/{name}", cls) for cls, name, *_ in GOOD] + [("ants/cut.jpg", "ants")]
+    df = pd.DataFrame(rows, columns=["file", "kind"])
+    ds = data.from_dataframe(df, "file", "kind", root=folder, image_size=(8, 8), batch_size=4)
+    images, labels = _epoch(ds)
+    assert ds.class_names == ["ants", "bees"] and ds.skipped == 1
+    assert list(_ids(images)) == [v for _, _, v, _, _ in GOOD]
+    assert list(labels) == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    df["index"] = (df.kind == "ants").astype(int)
+    by_int = data.from_dataframe(df, "file", "index", root=folder, image_size=(8, 8), batch_size=4)
+    assert by_int.class_names == ["0", "1"]
+    assert list(_epoch(by_int)[1]) == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"path_col": "nope"}, r"`path_col` must name a column of `df`. Received: path_col='nope'"),
+        ({"class_names": ["bees"]}, r"Labels \['ants'\] in `kind` are not among class_names=\['bees'\]"),
+        ({"image_size": (8, 0)}, r"Received: image_size=\(8, 0\)"),
+        ({"batch_size": 0}, r"`batch_size` must be a positive integer. Received: batch_size=0"),
+        ({"validation_split": 1.5}, r"Received: validation_split=1.5"),
+        ({"augment": "fancy"}, r"Received: augment='fancy'. Valid names: \['default', 'randaugment'\]"),
+    ],
+)
+def test_dataframe_argument_errors(folder, kwargs, match):
+    df = pd.DataFrame({"file": ["ants/a0.jpg"], "kind": ["ants"]})
+    kwargs = {"path_col": "file", "label_col": "kind", "root": folder, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        data.from_dataframe(df, **kwargs)
+
+
+def test_empty_class_folder_and_no_usable_images_name_the_path(folder, tmp_path_factory):
+    (folder / "wasps").mkdir()
+    with pytest.raises(ValueError, match=r"The class folder '.*wasps' holds no image files"):
+        data.from_directory(folder)
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "ants").mkdir()
+    (broken / "ants" / "x.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"No usable images in {broken}: all 1 files were skipped \(empty\)"):
+        data.from_directory(broken)
+    with pytest.raises(ValueError, match=r"`path` must be an existing folder. Received: path='/no/such'"):
+        data.from_directory("/no/such")
+
+
+# --- decoding and resizing -----------------------------------------------------------
+
+
+def test_reduced_scale_decode_matches_full_decode(tmp_path):
+    (tmp_path / "c").mkdir()
+    # A smooth gradient, 960x720: 1/8-scale decoding still leaves more than 64x64 pixels.
+    y, x = np.mgrid[0:720, 0:960]
+    rgb = np.stack([x * 255 / 960, y * 255 / 720, (x + y) * 255 / 1680], -1).astype(np.uint8)
+    _save(Image.fromarray(rgb), tmp_path / "c" / "big.jpg", "JPEG")
+    fast = _epoch(data.from_directory(tmp_path, image_size=(64, 64), fast_decode=True))[0]
+    full = _epoch(data.from_directory(tmp_path, image_size=(64, 64), fast_decode=False))[0]
+    assert np.abs(fast - full).mean() < 1.5
+    np.testing.assert_allclose(fast[0, 0, 63], [252, 2, 145], atol=6)  # top-right corner of the gradient
+
+
+def test_crop_and_pad_keep_the_aspect_ratio(tmp_path):
+    (tmp_path / "c").mkdir()
+    image = np.zeros((10, 30, 3), np.uint8)
+    image[:, 10:20] = 200  # a bright centre third
+    _save(Image.fromarray(image), tmp_path / "c" / "wide.png", "PNG")
+    crop = _epoch(data.from_directory(tmp_path, image_size=(10, 10), crop_to_aspect_ratio=True))[0][0]
+    np.testing.assert_array_equal(crop, np.full((10, 10, 3), 200))
+    pad = _epoch(data.from_directory(tmp_path, image_size=(30, 30), pad_to_aspect_ratio=True))[0][0]
+    np.testing.assert_array_equal(pad[:10], 0)
+    np.testing.assert_array_equal(pad[20:], 0)
+    np.testing.assert_array_equal(pad[10:20, 10:20], 200)
+    with pytest.raises(ValueError, match="cannot both be True"):
+        data.from_directory(tmp_path, crop_to_aspect_ratio=True, pad_to_aspect_ratio=True)
+
+
+def test_cache_in_memory_and_on_disk_keeps_reshuffling(folder, tmp_path_factory):
+    cache_file = tmp_path_factory.mktemp("cache") / "decoded"
+    for cache in (True, str(cache_file)):
+        ds = data.from_directory(folder, image_size=(8, 8), batch_size=4, shuffle=True, seed=2, cache=cache)
+        epochs = [list(_ids(_epoch(ds)[0])) for _ in range(3)]
+        assert all(sorted(e) == sorted(v for *_, v, _, _ in GOOD) for e in epochs)
+        assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+    assert cache_file.with_name("decoded.index").exists()
+    # Later epochs come from the cache, not from the files.
+    shutil.rmtree(folder / "ants")
+    assert sorted(_ids(_epoch(ds)[0])) == sorted(v for *_, v, _, _ in GOOD)
+
+
+def test_static_batches_on_tpu(monkeypatch, folder):
+    monkeypatch.setattr(data, "_on_tpu", lambda: True)
+    ds = data.from_directory(folder, image_size=(8, 8), batch_size=4)
+    assert ds.element_spec[0].shape.as_list() == [4, 8, 8, 3]
+    assert [int(y.shape[0]) for _, y in ds] == [4, 4]
+
+
+# --- arrays, augmentation and preprocessing (any backend) -----------------------------
+
+
+@pytest.mark.core
+def test_arrays_shuffle_with_a_seed_and_keep_every_example():
+    x = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    ds = data.from_arrays(x, np.arange(10) % 3, batch_size=4, shuffle=True, seed=5)
+    assert [int(b[1].shape[0]) for b in ds] == [4, 4, 2]
+    for _ in range(2):
+        images, labels = _epoch(ds)
+        ids = images[:, 0, 0, 0].astype(int)
+        assert sorted(ids) == list(range(10))
+        np.testing.assert_array_equal(labels, ids % 3)
+    assert ds.class_names == ["0", "1", "2"] and ds.skipped == 0
+    with pytest.raises(ValueError, match=r"`labels` must be 10 integers, one per image"):
+        data.from_arrays(x, np.zeros(9, int))
+
+
+@pytest.mark.core
+def test_augmentation_runs_on_pixels_before_preprocessing():
+    x = np.zeros((64, 1, 2, 3), np.uint8)
+    x[:, :, 1] = 255  # left pixel dark, right pixel bright
+    ds = data.from_arrays(x, np.zeros(64, int), batch_size=64, seed=0,
+                          augment=[keras.layers.RandomFlip("horizontal", seed=0)], preprocess=lambda t: t / 255.0)
+    images = next(iter(ds))[0].numpy()
+    flipped = images[:, 0, 0, 0] == 1.0
+    np.testing.assert_array_equal(images[:, 0, 1, 0], 1.0 - flipped)  # each image is itself or its mirror
+    assert 10 < flipped.sum() < 54, "about half the batch flips"
+    default = data.from_arrays(np.random.RandomState(0).randint(0, 255, (4, 16, 16, 3)).astype(np.uint8),
+                               np.zeros(4, int), batch_size=4, augment="default", seed=0)
+    assert next(iter(default))[0].shape == (4, 16, 16, 3)
+
+
+# --- TFDS ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,classes", [("stanford_dogs", 120), ("oxford_iiit_pet", 37), ("tf_flowers", 5),
+                                          ("cats_vs_dogs", 2)])
+def test_tfds_image_datasets(name, classes):
+    with tfds.testing.mock_data(num_examples=7):
+        ds = data.from_tfds(name, "train", image_size=(24, 24), batch_size=3, shuffle=True, seed=0,
+                            max_examples=5, preprocess=lambda t: t / 127.5 - 1)
+        images, labels = _epoch(ds)
+    assert len(ds.class_names) == classes
+    assert images.shape == (5, 24, 24, 3) and images.min() >= -1 and images.max() <= 1
+    assert labels.dtype == np.int32 and 0 <= labels.min() and labels.max() < classes
+
+
+def test_tfds_offline_failure_says_how_to_pass_data_dir(monkeypatch, tmp_path):
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(RuntimeError, match=r"'tf_flowers' could not be downloaded.*pass `data_dir=DIR`"):
+        data.from_tfds("tf_flowers", "train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"`label_key` must name a ClassLabel feature of 'tf_flowers'"):
+        with tfds.testing.mock_data(num_examples=2):
+            data.from_tfds("tf_flowers", "train", label_key="image")
+
+
+def test_text_from_tfds():
+    with tfds.testing.mock_data(num_examples=5):
+        ds = data.text_from_tfds("imdb_reviews", "train", batch_size=2, shuffle=True, seed=0, max_examples=4)
+        texts, labels = _epoch(ds)
+    assert ds.class_names == ["neg", "pos"] and texts.dtype == object and labels.tolist() != []
+    assert len(texts) == 4
+
+
+# --- feature caching --------------------------------------------------------------------
+
+
+def _pooling_model():
+    inputs = keras.Input((4, 4, 3))
+    return keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+
+@pytest.mark.core
+def test_cached_features_replay_the_epochs_of_a_fresh_input_pipeline():
+    model = _pooling_model()
+    x = np.random.RandomState(0).rand(11, 4, 4, 3).astype("float32")
+    make = lambda: data.from_arrays(x, np.arange(11) % 2, batch_size=4, shuffle=True, seed=9)  # noqa: E731
+    keras.utils.set_random_seed(123)  # a different global seed by caching time changes nothing
+    cached, reference = data.cache_features(model, make(), verbose=0), make()
+    for _ in range(2):
+        for (features, labels), (images, ref_labels) in zip(cached, reference):
+            np.testing.assert_array_equal(labels, ref_labels)
+            np.testing.assert_allclose(features, model.predict_on_batch(images.numpy()), atol=1e-6)
+    assert [int(y.shape[0]) for _, y in cached] == [4, 4, 3]
+
+
+@pytest.mark.core
+def test_cached_features_file_is_reused_and_checked(tmp_path, monkeypatch):
+    model = _pooling_model()
+    x = np.random.RandomState(1).rand(5, 4, 4, 3).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(5))).batch(2)
+    first = _epoch(data.cache_features(model, ds, path=tmp_path / "f", verbose=0))
+    monkeypatch.setattr(model, "predict_on_batch", lambda *a: pytest.fail("the cached file was not reused"))
+    second = _epoch(data.cache_features(model, ds, path=tmp_path / "f.npz", verbose=0))
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[0], keras.ops.convert_to_numpy(model(x)))
+    other = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D()], name="other")
+    with pytest.raises(ValueError, match="come from another model"):
+        data.cache_features(other, ds, path=tmp_path / "f", verbose=0)
+    with pytest.raises(TypeError, match=r"`dataset` must be a tf.data.Dataset"):
+        data.cache_features(model, x)
+
+
+# --- the real photos and weights in ../shared ----------------------------------------------
+
+
+def test_real_photos_pass_through_every_file_loader(hymenoptera_dir):
+    train = hymenoptera_dir / "train"
+    ds = data.from_directory(train, image_size=(32, 32), batch_size=64)
+    images, labels = _epoch(ds)
+    assert ds.class_names == ["ants", "bees"] and ds.skipped == 0
+    assert images.shape == (244, 32, 32, 3) and np.bincount(labels).tolist() == [123, 121]
+    odd = ["ants/formica.jpeg", "ants/ant photos.jpg"]
+    frame = data.from_dataframe(pd.DataFrame({"path": odd, "label": ["ants", "ants"]}), "path", "label",
+                                root=train, image_size=(32, 32), crop_to_aspect_ratio=True)
+    assert _epoch(frame)[0].shape == (2, 32, 32, 3) and frame.skipped == 0
+    # Without fast decoding: the full decode, resized, up to rounding to uint8. With it, the
+    # 1/4-scale decode already averages pixels, so it sits nearer an antialiased resize.
+    full = {aa: np.stack([tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(str(train / p)), channels=3), (32, 32),
+                                          antialias=aa) for p in odd]) for aa in (False, True)}
+    table = pd.DataFrame({"path": odd, "label": [0, 0]})
+    for fast, reference, tolerance in ((False, full[False], 0.5), (True, full[True], 12)):
+        images = _epoch(data.from_dataframe(table, "path", "label", root=train, image_size=(32, 32),
+                                            fast_decode=fast))[0]
+        assert np.abs(images - reference).mean() < tolerance
+
+
+def test_real_mobilenet_features_are_cached(hymenoptera_dir, mobilenet_weights):
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=str(mobilenet_weights),
+                                              input_shape=(96, 96, 3), pooling="avg")
+    df = pd.DataFrame({"path": [f"val/{c}/{p.name}" for c in ("ants", "bees")
+                                for p in sorted((hymenoptera_dir / "val" / c).iterdir())[:6]]})
+    df["label"] = df.path.str.split("/").str[1]
+    ds = data.from_dataframe(df, "path", "label", root=hymenoptera_dir, image_size=(96, 96), batch_size=8,
+                             preprocess=keras.applications.mobilenet_v2.preprocess_input, shuffle=True, seed=0)
+    features = data.cache_features(backbone, ds, verbose=0)
+    cached, labels = _epoch(features)
+    assert cached.shape == (12, 1280) and sorted(labels) == [0] * 6 + [1] * 6
+    images, image_labels = _epoch(ds)
+    np.testing.assert_array_equal(labels, image_labels)
+    np.testing.assert_allclose(cached, backbone.predict(images, verbose=0), atol=1e-4)
+    assert features.class_names == ["ants", "bees"]
