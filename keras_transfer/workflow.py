@@ -21,7 +21,9 @@ import dataclasses
 import json
 import os
 import pathlib
+import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -145,6 +147,7 @@ def fine_tune(
     warmup_steps=0,
     decay_steps=None,
     patience=3,
+    callbacks=None,
     verbose="auto",
 ):
     """Runs the whole transfer-learning workflow: head first, then fine-tuning.
@@ -187,6 +190,8 @@ def fine_tune(
         optimizer, weight_decay, warmup_steps, decay_steps: passed to
             `kt.differential_optimizer` for every phase.
         patience: early-stopping patience in epochs.
+        callbacks: extra Keras callbacks for every phase's `fit` (in the
+            head phase on cached features they see the head model).
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -206,6 +211,9 @@ def fine_tune(
     """
     start = time.perf_counter()
     _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr)
+    bad = [cb for cb in callbacks or () if not isinstance(cb, keras.callbacks.Callback)]
+    if bad:
+        raise TypeError(f"`callbacks` must hold keras.callbacks.Callback instances. Received: {bad!r}")
     if early_stopping and val_ds is None:
         early_stopping = False
     policy = _resolve_mixed_precision(mixed_precision)
@@ -218,14 +226,14 @@ def fine_tune(
     opt_kwargs = dict(optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps, decay_steps=decay_steps)
     common = dict(
         loss=loss, metrics=metrics, jit_compile=jit_compile, val_ds=val_ds, early_stopping=early_stopping,
-        patience=patience, checkpoint_dir=checkpoint_dir, verbose=verbose,
+        patience=patience, checkpoint_dir=checkpoint_dir, verbose=verbose, extra_callbacks=list(callbacks or ()),
     )
     phases = []
     if strategy == "scratch":
         unfreeze(model, top_blocks=len(backbone_blocks), train_bn=True)
         phases.append(_run_phase(model, "scratch", train_ds, head_epochs + fine_tune_epochs,
                                  differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs),
-                                 (head_lr, head_lr), **common))
+                                 rate_model=model, **common))
     else:
         freeze(model)
         epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
@@ -245,16 +253,18 @@ def fine_tune(
                     model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
                 )
             phases.append(_run_phase(model, strategy, train_ds, fine_tune_epochs, optimizer_,
-                                     (head_lr, backbone_lr), **common))
+                                     rate_model=model, **common))
     history = pd.concat([p["history"] for p in phases], ignore_index=True)
     history.insert(1, "epoch", np.arange(1, len(history) + 1))
+    first = ["phase", "epoch", "head_lr", "backbone_lr"]
+    history = history[first + [c for c in history.columns if c not in first]]
     paths = {}
     for p in phases:
         paths.update(p["paths"])
     if checkpoint_dir is not None:
         paths["history"] = str(pathlib.Path(checkpoint_dir) / "history.csv")
         history.to_csv(paths["history"], index=False)
-    final = {k: float(v) for k, v in history.iloc[-1].items() if k not in ("phase", "epoch")}
+    final = {k: float(v) for k, v in history.iloc[-1].items() if k not in first}
     if val_ds is not None:
         if not model.compiled:  # the head trained on cached features; the whole model never compiled
             model.compile(loss=loss, metrics=metrics, jit_compile=jit_compile)
@@ -274,7 +284,9 @@ def export(model, path):
     """Writes a model for deployment: `<path>.keras` and a SavedModel at `<path>/`.
 
     LoRA adapters are merged into their base weights first, so the exported
-    model has no LoRA layers and runs as fast as the plain model.
+    model has no LoRA layers and runs as fast as the plain model. The merge
+    happens on a copy: `model` keeps its adapters and can train on (save them
+    alone with `kt.save_adapters`).
 
     Args:
         model: a trained `keras.Model`.
@@ -297,7 +309,7 @@ def export(model, path):
     if path.suffix == ".keras":
         path = path.with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged = merge_lora(model)
+    merged = merge_lora(_copy_if_lora(model, path.parent))
     keras_path = path.with_suffix(".keras")
     merged.save(keras_path)
     paths = {"keras": str(keras_path)}
@@ -308,6 +320,19 @@ def export(model, path):
 
 
 # --- internals ---------------------------------------------------------------
+
+
+def _copy_if_lora(model, scratch_dir):
+    """`model` itself, or a copy through a `.keras` file when merging would change it."""
+    if not any("LoRA" in type(layer).__name__ for layer in model._flatten_layers()):
+        return model
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=scratch_dir)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        return keras.saving.load_model(tmp, compile=False)
+    finally:
+        os.remove(tmp)
 
 
 def _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr):
@@ -398,15 +423,18 @@ def _head_submodel(model):
 def _run_head_phase(model, phase, train_ds, epochs, head_lr, opt_kwargs, use_cache, common):
     if epochs == 0:
         return {"history": pd.DataFrame(), "paths": {}}
+    # Built on the whole classifier either way: the head model below shares its
+    # layers, so its variables (and their paths) are the classifier's, and the
+    # cached and uncached runs get the very same optimizer.
+    optimizer = differential_optimizer(model, head_lr=head_lr, **opt_kwargs)
     if not use_cache or not _is_simple_chain(model):
-        optimizer = differential_optimizer(model, head_lr=head_lr, **opt_kwargs)
-        return _run_phase(model, phase, train_ds, epochs, optimizer, (head_lr, None), **common)
+        return _run_phase(model, phase, train_ds, epochs, optimizer, rate_model=model, **common)
     feature_model, head_model = _head_submodel(model)
-    train_features = _cache_features(feature_model, train_ds)
+    progress = 0 if common["verbose"] == 0 else 1
+    train_features = _cache_features(feature_model, train_ds, verbose=progress)
     val_ds = common["val_ds"]
-    val_features = _cache_features(feature_model, val_ds) if val_ds is not None else None
-    optimizer = keras.optimizers.get(opt_kwargs["optimizer"]).__class__(learning_rate=head_lr)
-    return _run_phase(head_model, phase, train_features, epochs, optimizer, (head_lr, None),
+    val_features = _cache_features(feature_model, val_ds, verbose=progress) if val_ds is not None else None
+    return _run_phase(head_model, phase, train_features, epochs, optimizer, rate_model=model,
                       **{**common, "val_ds": val_features})
 
 
@@ -419,10 +447,11 @@ def _is_simple_chain(model):
     return True
 
 
-def _run_phase(model, phase, train_ds, epochs, optimizer, rates, *, loss, metrics, jit_compile, val_ds,
-               early_stopping, patience, checkpoint_dir, verbose):
+def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, metrics, jit_compile, val_ds,
+               early_stopping, patience, checkpoint_dir, verbose, extra_callbacks):
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
-    callbacks, paths = [], {}
+    callbacks, paths = [_LearningRateLog(rate_model), *extra_callbacks], {}
+    phase_dir = None
     if checkpoint_dir is not None:
         phase_dir = pathlib.Path(checkpoint_dir) / phase
         done = phase_dir / "done.json"
@@ -431,20 +460,71 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, rates, *, loss, metric
             model.load_weights(phase_dir / "final.weights.h5")
             return {"history": pd.DataFrame(record["history"]), "paths": record["paths"]}
         phase_dir.mkdir(parents=True, exist_ok=True)
+        # Logged before the backup commits an epoch: a kill between the two
+        # repeats that epoch, and the repeat's row replaces the first below.
+        callbacks.append(keras.callbacks.CSVLogger(str(phase_dir / "epochs.csv"), append=True))
         callbacks.extend(checkpoint_callbacks(phase_dir, monitor="val_loss" if val_ds is not None else "loss"))
         paths = {f"{phase}_best": str(phase_dir / "best.keras"), f"{phase}_last": str(phase_dir / "last.keras")}
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                    callbacks=callbacks, verbose=verbose)
-    history = pd.DataFrame(fit.history)
+    # The datasets shuffle themselves (seeded); Keras' own flag does nothing for them.
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                    shuffle=False)
+    if phase_dir is not None:
+        # A resumed `fit` reports only the epochs it ran; the log has them all.
+        history = pd.read_csv(phase_dir / "epochs.csv").drop_duplicates("epoch", keep="last").drop(columns="epoch")
+        # CSVLogger adds empty `val_*` twins of every column when there is no validation data.
+        history = history.drop(columns=[c for c in history if c.startswith("val_") and history[c].isna().all()])
+    else:
+        history = pd.DataFrame(fit.history)
+    history = history.reset_index(drop=True)
     history.insert(0, "phase", phase)
-    history.insert(1, "head_lr", rates[0])
-    history.insert(2, "backbone_lr", rates[1] if rates[1] is not None else np.nan)
-    if checkpoint_dir is not None:
+    if len(history) and not np.isfinite(history["loss"].iloc[-1]):
+        _recover_from_nan(model, phase, paths.get(f"{phase}_best"))
+    if phase_dir is not None:
         model.save_weights(phase_dir / "final.weights.h5")
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"history": history.to_dict(orient="list"), "paths": paths}))
         os.replace(tmp, done)
     return {"history": history, "paths": paths}
 
+
+def _recover_from_nan(model, phase, best_path):
+    """After `TerminateOnNaN`, go back to the best finite weights there are."""
+    if best_path is not None and pathlib.Path(best_path).exists():
+        model.load_weights(best_path)
+        how = f"restored the best checkpoint {best_path}"
+    else:
+        how = "no checkpoint to restore (pass `checkpoint_dir`); the weights are not finite"
+    warnings.warn(f"Phase {phase!r} stopped on a NaN or infinite loss; {how}. Try a lower learning rate.",
+                  stacklevel=3)
+
+
+class _LearningRateLog(keras.callbacks.Callback):
+    """Adds `head_lr` and `backbone_lr` (the lowest trainable block's rate) to each epoch's logs.
+
+    The rates are read from the optimizer at the end of the epoch, so warmup,
+    decay and callbacks such as `kt.ReduceLROnPlateau` show in the history.
+    """
+
+    def __init__(self, rate_model):
+        super().__init__()
+        trainable = [b for b in get_blocks(rate_model) if b.trainable_weights]
+        head = [b for b in trainable if b.is_head]
+        backbone = [b for b in trainable if not b.is_head]
+        self._watched = {
+            "head_lr": head[0].trainable_weights[0] if head else None,
+            "backbone_lr": backbone[0].trainable_weights[0] if backbone else None,
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
+        for key, variable in self._watched.items():
+            if variable is None:
+                logs[key] = float("nan")
+                continue
+            inner = optimizer._optimizer_map(variable) if isinstance(optimizer, keras.optimizers.MultiOptimizer) else optimizer
+            logs[key] = float(keras.ops.convert_to_numpy(inner.learning_rate))

@@ -1,0 +1,252 @@
+"""fine_tune end to end on the demo backbone: exact trainable sets, what moves, resume, export."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer as kt
+from keras_transfer import data, demo
+
+# demo_convnet (stem, block1..3, top) + head Dense(128 -> 4), counted by hand.
+STEM, BLOCK1, BLOCK2, BLOCK3 = 3 * 3 * 3 * 24, 3 * 3 * 24 * 32, 3 * 3 * 32 * 64, 3 * 3 * 64 * 96
+TOP = 96 * 128 + 128
+HEAD = 128 * 4 + 4
+BN = 2 * (24 + 32 + 64 + 96)  # gamma and beta
+LORA_RANK_2 = 96 * 2 + 2 * 128  # A and B on top_dense, the Dense next to the head
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    x_train, y_train = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
+    x_val, y_val = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=4)
+    return (data.from_arrays(x_train, y_train, batch_size=16, shuffle=True, seed=0),
+            data.from_arrays(x_val, y_val, batch_size=32))
+
+
+def _backbone():
+    keras.utils.set_random_seed(7)
+    return demo.build_demo_backbone()
+
+
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [
+        ("feature_extraction", HEAD),
+        ("fine_tune", HEAD + TOP + BLOCK3),
+        ("full", HEAD + TOP + BLOCK3 + BLOCK2 + BLOCK1 + STEM),
+        ("scratch", HEAD + TOP + BLOCK3 + BLOCK2 + BLOCK1 + STEM + BN),
+        ("lora", HEAD + LORA_RANK_2),
+    ],
+)
+def test_each_strategy_trains_exactly_its_parameters(shapes, strategy, expected):
+    train_ds, val_ds = shapes
+    backbone = _backbone()
+    stem_before = keras.ops.convert_to_numpy(backbone.get_layer("stem_conv").kernel).copy()
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                          strategy=strategy, lora_rank=2, verbose=0)
+    assert result.trainable_params == expected
+    phases = {"feature_extraction": ["feature_extraction"] * 2, "scratch": ["scratch"] * 2}
+    assert list(result.history.phase) == phases.get(strategy, ["head", strategy])
+    assert list(result.history.epoch) == [1, 2]
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    if strategy in ("feature_extraction", "fine_tune", "lora"):
+        np.testing.assert_array_equal(
+            stem_before, keras.ops.convert_to_numpy(backbone.get_layer("stem_conv").kernel), err_msg="frozen stem moved"
+        )
+
+
+def test_fine_tune_moves_unfrozen_blocks_only_and_keeps_batchnorm_statistics(shapes):
+    train_ds, val_ds = shapes
+    backbone = _backbone()
+    watched = {name: backbone.get_layer(name) for name in ("block2_conv", "block3_conv", "block3_bn")}
+    before = {
+        "block2": keras.ops.convert_to_numpy(watched["block2_conv"].kernel).copy(),
+        "block3": keras.ops.convert_to_numpy(watched["block3_conv"].kernel).copy(),
+        "bn_mean": keras.ops.convert_to_numpy(watched["block3_bn"].moving_mean).copy(),
+    }
+    kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                 unfreeze_top_blocks=2, backbone_lr=1e-3, verbose=0)
+    np.testing.assert_array_equal(before["block2"], keras.ops.convert_to_numpy(watched["block2_conv"].kernel))
+    np.testing.assert_array_equal(before["bn_mean"], keras.ops.convert_to_numpy(watched["block3_bn"].moving_mean))
+    assert np.abs(before["block3"] - keras.ops.convert_to_numpy(watched["block3_conv"].kernel)).max() > 0
+
+
+def test_cached_head_training_equals_training_through_the_backbone(shapes):
+    """Phase 1 on cached features gives the same head as phase 1 through the frozen backbone."""
+    train_ds, _ = shapes
+    heads = []
+    for cache in (True, False):
+        result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=0,
+                              strategy="feature_extraction", cache_features=cache, dropout=0.0, verbose=0)
+        heads.append(keras.ops.convert_to_numpy(result.model.get_layer("head_logits").kernel))
+    np.testing.assert_allclose(heads[0], heads[1], atol=1e-5)
+
+
+def test_checkpointed_run_started_again_skips_finished_phases(shapes, tmp_path):
+    train_ds, val_ds = shapes
+    first = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                         checkpoint_dir=str(tmp_path), verbose=0)
+    assert (tmp_path / "head" / "done.json").exists() and (tmp_path / "fine_tune" / "done.json").exists()
+    again = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                         checkpoint_dir=str(tmp_path), verbose=0)
+    np.testing.assert_allclose(again.history.loss, first.history.loss)
+    np.testing.assert_allclose(again.metrics["accuracy"], first.metrics["accuracy"])
+    assert keras.saving.load_model(first.paths["fine_tune_best"]) is not None
+
+
+def test_export_merges_lora_and_keeps_outputs(shapes, tmp_path):
+    train_ds, val_ds = shapes
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                          strategy="lora", lora_rank=2, verbose=0)
+    paths = kt.export(result.model, tmp_path / "model")
+    loaded = keras.saving.load_model(paths["keras"])
+    assert not any("LoRA" in type(layer).__name__ for layer in loaded._flatten_layers())
+    x = next(iter(val_ds))[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-5)
+    still_lora = [layer.name for layer in result.model._flatten_layers() if "LoRA" in type(layer).__name__]
+    assert still_lora == ["top_dense"], "export merged the caller's model instead of a copy"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"strategy": "finetune"}, r"Received: strategy='finetune'. Valid strategies: \['scratch'"),
+        ({"head_epochs": -1}, r"Received: head_epochs=-1"),
+        ({"head_epochs": 0, "fine_tune_epochs": 0}, "nothing to train"),
+        ({"lora_rank": 0}, r"Received: lora_rank=0"),
+        ({"backbone_lr": -1e-5}, r"Received: backbone_lr=-1e-05"),
+    ],
+)
+def test_argument_errors(shapes, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kt.fine_tune(_backbone(), shapes[0], num_classes=4, **kwargs)
+
+
+def test_build_classifier_errors():
+    with pytest.raises(ValueError, match="Received: num_classes=1"):
+        kt.build_classifier(_backbone(), 1)
+    with pytest.raises(TypeError, match="Received: backbone='resnet50'"):
+        kt.build_classifier("resnet50", 3)
+
+
+def test_history_records_each_phase_rates(shapes):
+    train_ds, val_ds = shapes
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                          head_lr=1e-3, backbone_lr=1e-5, verbose=0)
+    history = result.history
+    assert list(history.columns[:4]) == ["phase", "epoch", "head_lr", "backbone_lr"]
+    assert list(history.phase) == ["head", "fine_tune", "fine_tune"]
+    np.testing.assert_allclose(history.head_lr, [1e-3] * 3)
+    assert np.isnan(history.backbone_lr[0])  # nothing of the backbone trains in phase 1
+    np.testing.assert_allclose(history.backbone_lr[1:], [1e-5, 1e-5])
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+
+
+def test_nan_loss_stops_training_and_restores_the_best_checkpoint(shapes, tmp_path):
+    """The head diverges in epoch 2: training stops there and the epoch-1 model comes back."""
+    train_ds, _ = shapes
+
+    def diverge(epoch, logs):
+        if epoch == 1:
+            kernel = model_holder[0].get_layer("head_logits").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    model_holder = []
+    grab = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: model_holder.append(grab.model),
+                                          on_epoch_begin=diverge)
+    with pytest.warns(UserWarning, match="stopped on a NaN or infinite loss; restored the best checkpoint"):
+        result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=3, fine_tune_epochs=0,
+                              strategy="feature_extraction", cache_features=False, checkpoint_dir=str(tmp_path),
+                              callbacks=[grab], verbose=0)
+    assert len(result.history) == 2
+    assert np.isfinite(result.history.loss[0]) and np.isnan(result.history.loss[1])
+    assert list(result.history.columns) == ["phase", "epoch", "head_lr", "backbone_lr", "accuracy", "loss"]
+    best = keras.saving.load_model(result.paths["feature_extraction_best"])
+    kernel = keras.ops.convert_to_numpy(result.model.get_layer("head_logits").kernel)
+    assert np.isfinite(kernel).all()
+    np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(best.get_layer("head_logits").kernel))
+
+
+def test_extra_callbacks_run_in_every_phase(shapes):
+    train_ds, _ = shapes
+    seen = []
+    counter = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=1, callbacks=[counter],
+                 verbose=0)
+    assert seen == [0, 1, 0]
+    with pytest.raises(TypeError, match="`callbacks` must hold keras.callbacks.Callback instances"):
+        kt.fine_tune(_backbone(), train_ds, num_classes=4, callbacks=[print])
+
+
+_KILLABLE_RUN = """
+import json, os, sys, time
+import keras, numpy as np
+import keras_transfer as kt
+from keras_transfer import data, demo
+
+out, slow = sys.argv[1], sys.argv[2] == "slow"
+with open(os.path.join(out, "marker"), "a") as f:
+    f.write("start\\n")
+x, y = demo.make_shapes(demo.TARGET_SHAPES, per_class=16, seed=3)
+train_ds = data.from_arrays(x, y, batch_size=8, shuffle=True, seed=0)
+keras.utils.set_random_seed(7)
+backbone = demo.build_demo_backbone()
+
+class Marker(keras.callbacks.Callback):
+    phase = 0
+    def on_train_begin(self, logs=None):
+        Marker.phase += 1
+    def on_epoch_begin(self, epoch, logs=None):
+        with open(os.path.join(out, "marker"), "a") as f:
+            f.write(f"{Marker.phase} {epoch}\\n")
+    def on_train_batch_end(self, batch, logs=None):
+        if slow:
+            time.sleep(0.25)
+
+result = kt.fine_tune(backbone, train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=3,
+                      cache_features=False, early_stopping=False, checkpoint_dir=os.path.join(out, "ckpt"),
+                      callbacks=[Marker()], verbose=0)
+result.history.to_csv(os.path.join(out, "history.csv"), index=False)
+"""
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_and_finishes_every_epoch(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLABLE_RUN)
+    marker = tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path), "slow"])
+    deadline = time.time() + 240
+    # Phase 2 ("2"), its second epoch ("1") has begun: kill it in the middle of that epoch.
+    while time.time() < deadline and child.poll() is None:
+        if marker.exists() and "2 1" in marker.read_text().split("\n"):
+            time.sleep(0.6)
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (tmp_path / "history.csv").exists()
+    ckpt = tmp_path / "ckpt" / "fine_tune"
+    assert keras.saving.load_model(ckpt / "last.keras") is not None  # epoch 1 of phase 2, intact
+
+    subprocess.run([sys.executable, str(script), str(tmp_path), "fast"], check=True, timeout=300)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.phase) == ["head", "head", "fine_tune", "fine_tune", "fine_tune"]
+    assert list(history.epoch) == [1, 2, 3, 4, 5]
+    first_run, second_run = marker.read_text().split("start\n")[1:]
+    assert first_run == "1 0\n1 1\n2 0\n2 1\n"
+    # The rerun skipped the finished head phase (its `fit` never started) and
+    # resumed phase 2 at its second epoch.
+    assert second_run == "1 1\n1 2\n"
+    for name in ("best.keras", "last.keras"):
+        assert keras.saving.load_model(ckpt / name) is not None
+    assert not [p for p in ckpt.rglob("*") if ".tmp" in p.name]
