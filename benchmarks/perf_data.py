@@ -118,7 +118,7 @@ def _row(benchmark, measure, baseline, baseline_value, value, target, ratio=None
     bound = float(target.split()[1])
     return {"benchmark": benchmark, "measure": measure, "baseline": baseline,
             "baseline_value": round(float(baseline_value), 4), "value": round(float(value), 4),
-            "unit": measure.split()[0], "ratio": round(float(ratio), 3), "target": target,
+            "unit": "accuracy" if "accuracy" in measure else measure.split()[0], "ratio": round(float(ratio), 3), "target": target,
             "meets_target": bool(ratio >= bound)}
 
 

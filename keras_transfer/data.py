@@ -156,10 +156,9 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
     (['cat', 'dog'], 1, 6)
     """
     path = _check_path(path)
-    class_names = sorted(
-        name for name in tf.io.gfile.listdir(path) if tf.io.gfile.isdir(os.path.join(path, name.rstrip("/")))
-    )
-    class_names = [name.rstrip("/") for name in class_names]
+    # GCS listings end folder names with "/".
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(path))
+    class_names = sorted(name for name in names if tf.io.gfile.isdir(os.path.join(path, name)))
     if not class_names:
         raise ValueError(f"`path` must hold one subfolder per class; found none in path='{path}'.")
     paths, labels = [], []
