@@ -12,8 +12,9 @@ Files are checked up front with a cheap pass over their first and last bytes,
 so empty, truncated and non-image files are counted and left out before
 training starts, and every epoch holds exactly the same images. Grayscale,
 CMYK and alpha-channel images are converted to RGB. A file that passes the
-check but still fails to decode is dropped by `ignore_errors`, so training
-never stops on one bad file.
+check but still fails to decode is dropped by `ignore_errors` (its place in
+the epoch is taken by an image of the next pass), so training never stops on
+one bad file and Keras always knows the number of batches.
 
 Augmentation runs on batches of 0..255 RGB pixels, before the backbone's
 preprocessing, because Keras' augmentation layers (contrast, RandAugment)
@@ -653,6 +654,13 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
             ds = _shuffle(ds, buffer, seeds)
         if decode is not None:
             ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+            # `ignore_errors` hides the length from Keras (no progress-bar total, a
+            # "ran out of data" warning every epoch). Every file passed the
+            # up-front check, so the length is `count`; should one still fail to
+            # decode, the epoch takes its place from the next pass instead of
+            # ending short (`repeat` of a pass that yields nothing ends at once).
+            if count > 0:
+                ds = ds.repeat().take(count)
         if cache:
             ds = ds.cache("" if cache is True else os.fspath(cache))
             if shuffled:

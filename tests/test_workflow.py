@@ -73,9 +73,13 @@ def test_fine_tune_moves_unfrozen_blocks_only_and_keeps_batchnorm_statistics(sha
 
 def test_cached_head_training_equals_training_through_the_backbone(shapes):
     """Phase 1 on cached features gives the same head as phase 1 through the frozen backbone."""
-    train_ds, _ = shapes
+    x, y = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
     heads = []
     for cache in (True, False):
+        # A fresh pipeline each time, under the same global seed: a tf.data shuffle
+        # keeps its state on the dataset object, and its order depends on both seeds.
+        keras.utils.set_random_seed(0)
+        train_ds = data.from_arrays(x, y, batch_size=16, shuffle=True, seed=0)
         result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=0,
                               strategy="feature_extraction", cache_features=cache, dropout=0.0, verbose=0)
         heads.append(keras.ops.convert_to_numpy(result.model.get_layer("head_logits").kernel))
@@ -250,3 +254,36 @@ def test_run_killed_mid_epoch_resumes_and_finishes_every_epoch(tmp_path):
     for name in ("best.keras", "last.keras"):
         assert keras.saving.load_model(ckpt / name) is not None
     assert not [p for p in ckpt.rglob("*") if ".tmp" in p.name]
+
+
+# A plain Keras linear probe on pooled MobileNetV2 features (20 epochs of Adam, no
+# augmentation) reaches 0.928 validation accuracy on ants/bees at 224 px.
+PLAIN_PROBE_224 = 0.928
+
+
+def _real_datasets(mobilenet_weights, hymenoptera_dir, size=224):
+    backbone = kt.get_backbone("mobilenet_v2", weights=str(mobilenet_weights), input_shape=(size, size, 3),
+                               pooling=None)
+    loader = dict(image_size=(size, size), preprocess=backbone.preprocess)
+    train_ds = data.from_directory(hymenoptera_dir / "train", batch_size=32, shuffle=True, seed=0, **loader)
+    val_ds = data.from_directory(hymenoptera_dir / "val", batch_size=64, **loader)
+    return backbone, train_ds, val_ds
+
+
+@pytest.mark.slow
+@pytest.mark.large
+def test_real_feature_extraction_reaches_the_plain_probe(mobilenet_weights, hymenoptera_dir):
+    backbone, train_ds, val_ds = _real_datasets(mobilenet_weights, hymenoptera_dir)
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=2, strategy="feature_extraction",
+                          head_epochs=20, fine_tune_epochs=0, verbose=0)
+    assert result.metrics["accuracy"] >= PLAIN_PROBE_224
+    assert result.trainable_params == 1280 * 2 + 2
+
+
+@pytest.mark.slow
+@pytest.mark.large
+def test_real_fine_tuning_beats_the_plain_probe(mobilenet_weights, hymenoptera_dir):
+    backbone, train_ds, val_ds = _real_datasets(mobilenet_weights, hymenoptera_dir)
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=2, strategy="fine_tune",
+                          head_epochs=10, fine_tune_epochs=5, unfreeze_top_blocks=2, verbose=0)
+    assert result.metrics["accuracy"] > PLAIN_PROBE_224
