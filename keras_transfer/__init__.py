@@ -26,6 +26,7 @@ from keras_transfer.blocks import (  # noqa: E402
 from keras_transfer import losses  # noqa: E402
 from keras_transfer.freezing import freeze, recompile, trainable_summary, unfreeze  # noqa: E402
 from keras_transfer.optimizers import (  # noqa: E402
+    DifferentialOptimizer,
     LearningRateScheduler,
     ReduceLROnPlateau,
     describe_learning_rates,
@@ -34,18 +35,19 @@ from keras_transfer.optimizers import (  # noqa: E402
 )
 from keras_transfer.lora import (  # noqa: E402
     LoRADense,
+    LoRAEinsumDense,
     apply_lora,
     load_adapters,
     lora_summary,
     merge_lora,
     save_adapters,
 )
-from keras_transfer.backbones import Backbone, get_backbone, list_backbones  # noqa: E402
+from keras_transfer.backbones import Backbone, get_backbone, list_backbones, load_hub_task  # noqa: E402
 from keras_transfer.distribute import auto_strategy, scale_batch_size  # noqa: E402
 from keras_transfer import data  # noqa: E402
 from keras_transfer.data import cache_features  # noqa: E402
-from keras_transfer.callbacks import GradualUnfreezing  # noqa: E402
-from keras_transfer.evaluation import evaluate, plot_confusion, plot_history  # noqa: E402
+from keras_transfer.callbacks import GradualUnfreezing, checkpoint_callbacks  # noqa: E402
+from keras_transfer.evaluation import Evaluation, evaluate, plot_confusion, plot_history  # noqa: E402
 from keras_transfer.workflow import FineTuneResult, build_classifier, export, fine_tune  # noqa: E402
 from keras_transfer.diagnostics import (  # noqa: E402
     domain_shift,
