@@ -13,11 +13,9 @@ of reduced-scale decoding, and 10 epochs of feature-extraction training with
 """
 
 import argparse
-import pathlib
 import statistics
 import time
 
-import numpy as np
 import pandas as pd
 
 from benchmarks import common

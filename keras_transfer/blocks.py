@@ -346,13 +346,7 @@ def select_variables(model, selector, blocks=None, trainable_only=False):
     if selector in by_name:
         block = by_name[selector]
         return block.trainable_weights if trainable_only else block.weights
-    try:
-        pattern = re.compile(selector)
-    except re.error as e:
-        raise ValueError(
-            f"Selector {selector!r} is not a block name and not a valid regex ({e}). "
-            f"Valid block names: {list(by_name)}"
-        ) from None
+    pattern = compile_selector(selector, by_name)
     variables = [v for b in blocks for v in b.weights if pattern.fullmatch(v.path)]
     if not variables:
         raise ValueError(
@@ -363,6 +357,27 @@ def select_variables(model, selector, blocks=None, trainable_only=False):
         trainable = {id(v) for b in blocks for v in b.trainable_weights}
         variables = [v for v in variables if id(v) in trainable]
     return variables
+
+
+def compile_selector(selector, block_names, what="Selector"):
+    """The regex a selector that is not a block name stands for.
+
+    Raises a ValueError that lists the valid block names when `selector` is
+    not a valid regex either, so every tool that takes selectors fails alike.
+
+    Example:
+
+    >>> from keras_transfer.blocks import compile_selector
+    >>> compile_selector("block7.*/kernel", ["block6", "block7"]).pattern
+    'block7.*/kernel'
+    """
+    try:
+        return re.compile(selector)
+    except re.error as e:
+        raise ValueError(
+            f"{what} {selector!r} is not a block name and not a valid regex ({e}). "
+            f"Valid block names: {list(block_names)}"
+        ) from None
 
 
 # --- internals ---------------------------------------------------------------

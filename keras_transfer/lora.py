@@ -23,14 +23,13 @@ for the same reason.
 import json
 import math
 import pathlib
-import re
 
 import keras
 import numpy as np
 import pandas as pd
 from keras.src.models.functional import Functional  # Keras has no public name for the class
 
-from keras_transfer.blocks import get_blocks
+from keras_transfer.blocks import compile_selector, get_blocks
 from keras_transfer.freezing import freeze
 
 ADAPTER_FORMAT = "keras_transfer.lora_adapters"
@@ -636,13 +635,7 @@ def _resolve_targets(model, blocks, targets):
         if selector in names:
             matched = [layer for name, layer in candidates if name == selector]
         else:
-            try:
-                pattern = re.compile(selector)
-            except re.error as e:
-                raise ValueError(
-                    f"Target {selector!r} is not a block name and not a valid regex ({e}). "
-                    f"Valid block names: {names}"
-                ) from None
+            pattern = compile_selector(selector, names, what="Target")
             matched = [layer for _, layer in candidates
                        if pattern.fullmatch(layer.name) or pattern.fullmatch(layer.path)]
         if not matched:
