@@ -72,7 +72,9 @@ def _bar_plot(table, x, y, label, path, title):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(table[x].astype(str), table[y], color="#3b75af")
     for i, value in enumerate(table[y]):
-        ax.text(i, value, f"{value:.3g}", ha="center", va="bottom", fontsize=8)
+        # A strategy that does not apply (NaN) gets a label instead of a bar.
+        text, height = (f"{value:.3g}", value) if value == value else ("n/a", 0)
+        ax.text(i, height, text, ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(label)
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")

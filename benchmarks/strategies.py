@@ -56,8 +56,18 @@ def _one(strategy, args, queue):
                   head_lr=1e-3, backbone_lr=1e-5, unfreeze_top_blocks=args["top_blocks"],
                   lora_rank=4, early_stopping=False, verbose=0)
     start = time.perf_counter()
-    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=num_classes,
-                          **{**budget, **STRATEGIES[strategy]})
+    try:
+        result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=num_classes,
+                              **{**budget, **STRATEGIES[strategy]})
+    except ValueError as e:
+        if strategy != "lora" or "no Dense or EinsumDense layer" not in str(e):
+            raise
+        # A convolutional backbone (MobileNetV2, EfficientNet) has no Dense layer
+        # for LoRA to adapt: the row says so instead of ending the comparison.
+        queue.put({"strategy": strategy, "top1": float("nan"), "trainable_params": 0, "wall_time_s": 0.0,
+                   "peak_rss_mb": float("nan"), "train_images_per_s": float("nan"),
+                   "note": "n/a: no Dense layer outside the head (kt.apply_lora adapts Dense/EinsumDense)"})
+        return
     wall = time.perf_counter() - start
     epochs = args["head_epochs"] + args["fine_tune_epochs"]
     queue.put({
@@ -67,6 +77,7 @@ def _one(strategy, args, queue):
         "wall_time_s": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "train_images_per_s": round(n_train * epochs / wall, 1),
+        "note": "",
     })
 
 
@@ -97,7 +108,8 @@ def run(quick=False, data=None, backbone="mobilenet_v2", weights="assets", image
         if process.exitcode != 0:
             raise RuntimeError(f"strategy {strategy!r} failed (exit code {process.exitcode}); see the log above")
         rows.append(queue.get())
-        print(f"  {strategy:<20} top-1 {rows[-1]['top1']:.3f}  {rows[-1]['wall_time_s']} s", flush=True)
+        print(f"  {strategy:<20} top-1 {rows[-1]['top1']:.3f}  {rows[-1]['wall_time_s']} s  {rows[-1]['note']}",
+              flush=True)
     table = pd.DataFrame(rows)
     table.attrs["settings"] = args
     return table

@@ -28,6 +28,7 @@ def _backbone():
     return demo.build_demo_backbone()
 
 
+@pytest.mark.core
 @pytest.mark.parametrize(
     "strategy,expected",
     [
