@@ -547,13 +547,15 @@ def _from_files(paths, labels, class_names, where, *, image_size, batch_size, va
     if usable.empty:
         raise ValueError(f"No usable images in {where}: all {len(checked)} files were skipped "
                          f"({', '.join(sorted(set(report.problem)))}).")
-    decode = _decoder(image_size, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode)
+    decoder = _decoder(image_size, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode)
     options = dict(batch_size=batch_size, cache=cache, preprocess=preprocess, drop_remainder=drop_remainder,
-                   class_names=class_names, report=report, decode=decode)
+                   class_names=class_names, report=report,
+                   decode=lambda path, label: decoder(tf.io.read_file(path), label))
 
     def build(part, shuffle_, augment_, cache_suffix=""):
+        # Paths, not file contents, go through the shuffle buffer; each file is
+        # read in the same map that decodes it (one tf.data stage fewer).
         elements = tf.data.Dataset.from_tensor_slices((part.path.tolist(), part.label.to_numpy("int32")))
-        elements = elements.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
         buffer = len(part) if not cache else min(len(part), _DECODED_SHUFFLE_BUFFER)
         part_cache = cache if not isinstance(cache, (str, os.PathLike)) else f"{os.fspath(cache)}{cache_suffix}"
         return _finish(elements, len(part), **{**options, "cache": part_cache}, shuffle=shuffle_, seed=seed,
@@ -584,7 +586,7 @@ def _split(usable, fraction, seed, where, class_names):
 
 
 def _decoder(image_size, crop, pad, fast):
-    """A tf.data map function: encoded bytes -> uint8 image of `image_size`."""
+    """A tf.data map function: encoded bytes -> float32 0..255 image of `image_size`."""
     if crop and pad:
         raise ValueError("`crop_to_aspect_ratio` and `pad_to_aspect_ratio` cannot both be True.")
     height, width = image_size
@@ -610,9 +612,13 @@ def _decoder(image_size, crop, pad, fast):
             if crop:
                 image = _center_crop(image, height / width)
             image = tf.image.resize(image, (height, width))
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
+        return image, label
 
     return decode
+
+
+def _to_uint8(image, label):
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
 
 
 def _center_crop(image, aspect):
@@ -653,7 +659,9 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
         if shuffled and not cache:
             ds = _shuffle(ds, buffer, seeds)
         if decode is not None:
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+            # A cache holds uint8 pixels, a quarter of the memory of float32.
+            step = decode if not cache else lambda *e: _to_uint8(*decode(*e))
+            ds = ds.map(step, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
             # `ignore_errors` hides the length from Keras (no progress-bar total, a
             # "ran out of data" warning every epoch). Every file passed the
             # up-front check, so the length is `count`; should one still fail to
@@ -666,7 +674,7 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
             if shuffled:
                 ds = _shuffle(ds, buffer, seeds)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        if ds.element_spec[0].dtype != tf.string:
+        if ds.element_spec[0].dtype != tf.string and (layers or preprocess or ds.element_spec[0].dtype != tf.float32):
             ds = ds.map(batch_map, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
