@@ -71,7 +71,7 @@ def make_shapes(shapes, per_class, seed, size=IMAGE_SIZE):
 
     >>> from keras_transfer import demo
     >>> x, y = demo.make_shapes(("disk", "ring"), per_class=3, seed=0)
-    >>> x.shape, list(y)
+    >>> x.shape, y.tolist()
     ((6, 32, 32, 3), [0, 0, 0, 1, 1, 1])
     """
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:

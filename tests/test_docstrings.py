@@ -1,0 +1,20 @@
+"""Every docstring example in the package runs and prints what it says."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import keras_transfer
+
+PACKAGES = ("keras_transfer", "keras_transfer.recipes")
+MODULES = [f"{package}.{info.name}" for package in PACKAGES
+           for info in pkgutil.iter_modules(importlib.import_module(package).__path__[:1]) if not info.ispkg]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"
