@@ -23,7 +23,8 @@ from keras_transfer.blocks import (  # noqa: E402
     get_blocks,
     select_variables,
 )
-from keras_transfer import losses  # noqa: E402
+from keras_transfer import losses, metrics  # noqa: E402
+from keras_transfer.random_affine import RandomAffine  # noqa: E402
 from keras_transfer.freezing import freeze, recompile, trainable_summary, unfreeze  # noqa: E402
 from keras_transfer.optimizers import (  # noqa: E402
     DifferentialOptimizer,

@@ -32,10 +32,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from keras_transfer.random_affine import RandomAffine
+
 logger = logging.getLogger("keras_transfer")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-AUGMENTATIONS = ("default", "randaugment")
+AUGMENTATIONS = ("default", "randaugment", "mixup", "cutmix")
 # Decoded, resized images held in a shuffle buffer cost h * w * 3 bytes each.
 _DECODED_SHUFFLE_BUFFER = 1024
 _TFDS_SHUFFLE_BUFFER = 1024
@@ -72,8 +74,10 @@ def from_arrays(images, labels, batch_size=32, shuffle=False, seed=None, *, prep
         seed: seed of the shuffling and augmentation.
         preprocess: optional function applied to float32 batches (the
             backbone's preprocessing).
-        augment: None, `"default"`, `"randaugment"`, or a list of Keras
-            preprocessing layers (see `augmentation`).
+        augment: None, a name (`"default"`, `"randaugment"`, `"mixup"`,
+            `"cutmix"`) or a list of names and Keras preprocessing layers
+            (see `augmentation`). With MixUp or CutMix the labels become
+            class probabilities.
         class_names: names of the classes; `"0"`, `"1"`, ... by default.
         drop_remainder: drop the last partial batch; by default only when a
             TPU is in use, which needs static shapes.
@@ -122,8 +126,10 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
             Only the training set shuffles and augments.
         preprocess: optional function applied to float32 0..255 batches (the
             backbone's preprocessing, e.g. `backbone.preprocess`).
-        augment: None, `"default"`, `"randaugment"`, or a list of Keras
-            preprocessing layers; runs on every batch of every epoch.
+        augment: None, a name (`"default"`, `"randaugment"`, `"mixup"`,
+            `"cutmix"`) or a list of names and Keras preprocessing layers
+            (see `augmentation`); runs on every batch of every epoch. With
+            MixUp or CutMix the labels become class probabilities.
         shuffle: reshuffle the files every epoch.
         seed: seed of the split, the shuffling and the augmentation.
         cache: None (no cache), True (decoded, resized images in memory) or a
@@ -367,39 +373,56 @@ def augmentation(augment, seed=None):
     """The Keras preprocessing layers an `augment` option stands for.
 
     Args:
-        augment: `"default"` (horizontal flip, rotation 0.1, zoom 0.1,
-            contrast 0.1), `"randaugment"` (flip + `keras.layers.RandAugment`),
-            or a list of Keras layers / callables applied in order.
+        augment: a name, or a list of names and Keras layers / callables
+            applied in order. Names:
+            - `"default"`: `RandomAffine` (horizontal flip, rotation 0.1,
+              zoom 0.1, resampled once) and contrast 0.1;
+            - `"randaugment"`: horizontal flip + `keras.layers.RandAugment`;
+            - `"mixup"`: `keras.layers.MixUp(alpha=0.2)`;
+            - `"cutmix"`: `keras.layers.CutMix()`.
+            MixUp and CutMix blend pairs of images and their labels, so a
+            dataset that uses them yields class probabilities, shape
+            `(batch, num_classes)`, instead of integer labels.
         seed: seed of the layers' random draws.
 
     Returns:
-        A list of callables, each taking a batch of 0..255 float images.
+        A list of callables, each taking a batch of 0..255 float images
+        (MixUp and CutMix take `{"images", "labels"}` dicts).
 
     Example:
 
     >>> from keras_transfer import data
-    >>> [type(layer).__name__ for layer in data.augmentation("default", seed=0)]
-    ['RandomFlip', 'RandomRotation', 'RandomZoom', 'RandomContrast']
+    >>> [type(layer).__name__ for layer in data.augmentation(["default", "mixup"], seed=0)]
+    ['RandomAffine', 'RandomContrast', 'MixUp']
     """
-    if isinstance(augment, str):
-        if augment == "default":
-            return [
-                keras.layers.RandomFlip("horizontal", seed=seed),
-                keras.layers.RandomRotation(0.1, seed=seed),
-                keras.layers.RandomZoom(0.1, seed=seed),
-                keras.layers.RandomContrast(0.1, seed=seed),
-            ]
-        if augment == "randaugment":
-            return [keras.layers.RandomFlip("horizontal", seed=seed),
-                    keras.layers.RandAugment(value_range=(0, 255), seed=seed)]
-        raise ValueError(f"Unknown `augment`. Received: augment={augment!r}. "
-                         f"Valid names: {list(AUGMENTATIONS)}, or a list of Keras layers.")
-    if isinstance(augment, (list, tuple)) and augment and all(callable(layer) for layer in augment):
-        return list(augment)
-    if callable(augment):
-        return [augment]
-    raise ValueError(f"`augment` must be None, one of {list(AUGMENTATIONS)} or a list of Keras layers. "
-                     f"Received: augment={augment!r}")
+    items = [augment] if isinstance(augment, str) or callable(augment) else augment
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"`augment` must be None, one of {list(AUGMENTATIONS)} or a list of names and Keras "
+                         f"layers. Received: augment={augment!r}")
+    layers = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in AUGMENTATIONS:
+                raise ValueError(f"Unknown `augment`. Received: augment={item!r}. "
+                                 f"Valid names: {list(AUGMENTATIONS)}, or a list of Keras layers.")
+            layers += _NAMED_AUGMENTATIONS[item](seed)
+        elif callable(item):
+            layers.append(item)
+        else:
+            raise ValueError(f"`augment` must list names and Keras layers. Received the item {item!r} "
+                             f"in augment={augment!r}")
+    return layers
+
+
+_NAMED_AUGMENTATIONS = {
+    "default": lambda seed: [RandomAffine(flip="horizontal", rotation=0.1, zoom=0.1, seed=seed),
+                             keras.layers.RandomContrast(0.1, seed=seed)],
+    "randaugment": lambda seed: [keras.layers.RandomFlip("horizontal", seed=seed),
+                                 keras.layers.RandAugment(value_range=(0, 255), seed=seed)],
+    "mixup": lambda seed: [keras.layers.MixUp(alpha=0.2, seed=seed)],
+    "cutmix": lambda seed: [keras.layers.CutMix(seed=seed)],
+}
+_MIXING = (keras.layers.MixUp, keras.layers.CutMix)
 
 
 def cache_features(model, dataset, path=None, verbose=1):
@@ -646,10 +669,18 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
         drop_remainder = _on_tpu()
     seeds = tf.compat.v1.random.get_seed(seed) if shuffle else None
 
+    mixing = any(isinstance(layer, _MIXING) for layer in layers)
+
     def batch_map(images, labels):
         images = tf.cast(images, tf.float32)
+        if mixing:
+            labels = tf.one_hot(labels, len(class_names), dtype=tf.float32)
         for layer in layers:
-            images = layer(images, training=True) if isinstance(layer, keras.layers.Layer) else layer(images)
+            if isinstance(layer, _MIXING):
+                mixed = layer({"images": images, "labels": labels}, training=True)
+                images, labels = mixed["images"], mixed["labels"]
+            else:
+                images = layer(images, training=True) if isinstance(layer, keras.layers.Layer) else layer(images)
         if preprocess is not None:
             images = preprocess(images)
         return images, labels

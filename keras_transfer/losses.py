@@ -1,4 +1,4 @@
-"""Losses the workflow needs that Keras does not ship in sparse form."""
+"""The workflow's loss: cross-entropy on integer labels or class probabilities."""
 
 import keras
 from keras import ops
@@ -6,11 +6,13 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class SparseCategoricalCrossentropy(keras.losses.Loss):
-    """Sparse categorical cross-entropy with label smoothing.
+    """Sparse categorical cross-entropy with label smoothing, which also takes soft labels.
 
     Keras' `SparseCategoricalCrossentropy` has no `label_smoothing`; this one
     one-hot encodes the integer labels and calls Keras'
-    `categorical_crossentropy`, so the numbers are Keras' own.
+    `categorical_crossentropy`, so the numbers are Keras' own. Labels that
+    are already class probabilities, shape `(batch, num_classes)` (MixUp and
+    CutMix make them), are used as they are.
 
     Args:
         label_smoothing: in [0, 1): mass spread uniformly over the classes.
@@ -22,6 +24,8 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
     >>> import numpy as np, keras_transfer as kt
     >>> loss = kt.losses.SparseCategoricalCrossentropy(label_smoothing=0.1, from_logits=True)
     >>> round(float(loss(np.array([0]), np.array([[2.0, 0.0]]))), 4)
+    0.2269
+    >>> round(float(loss(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]]))), 4)
     0.2269
     """
 
@@ -35,8 +39,12 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        classes = y_pred.shape[-1]
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == classes and classes != 1:
+            one_hot = ops.cast(y_true, y_pred.dtype)
+        else:
+            y_true = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+            one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(
             one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
         )

@@ -35,6 +35,7 @@ from keras_transfer.data import cache_features as _cache_features
 from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
 from keras_transfer.losses import SparseCategoricalCrossentropy
+from keras_transfer.metrics import Accuracy, TopKAccuracy
 from keras_transfer.optimizers import differential_optimizer
 
 STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full", "lora")
@@ -222,7 +223,8 @@ def fine_tune(
     blocks = get_blocks(model)
     backbone_blocks = [b for b in blocks if not b.is_head]
     loss = SparseCategoricalCrossentropy(label_smoothing=label_smoothing, from_logits=True)
-    metrics = ["accuracy"] + ([keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy")] if num_classes > 5 else [])
+    # Hard or soft labels alike: MixUp / CutMix training batches carry class probabilities.
+    metrics = [Accuracy()] + ([TopKAccuracy(5)] if num_classes > 5 else [])
     opt_kwargs = dict(optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps, decay_steps=decay_steps)
     common = dict(
         loss=loss, metrics=metrics, jit_compile=jit_compile, val_ds=val_ds, early_stopping=early_stopping,
@@ -230,12 +232,12 @@ def fine_tune(
     )
     phases = []
     if strategy == "scratch":
-        unfreeze(model, top_blocks=len(backbone_blocks), train_bn=True)
+        _quietly(unfreeze, model, top_blocks=len(backbone_blocks), train_bn=True)
         phases.append(_run_phase(model, "scratch", train_ds, head_epochs + fine_tune_epochs,
                                  differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs),
                                  rate_model=model, **common))
     else:
-        freeze(model)
+        _quietly(freeze, model)
         epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
         phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
         phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features, common))
@@ -248,7 +250,7 @@ def fine_tune(
                 optimizer_ = differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
             else:
                 top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
-                unfreeze(model, top_blocks=top)
+                _quietly(unfreeze, model, top_blocks=top)
                 optimizer_ = differential_optimizer(
                     model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
                 )
@@ -350,6 +352,13 @@ def _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora
     for name, value in (("head_lr", head_lr), ("backbone_lr", backbone_lr)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+
+
+def _quietly(change_trainable, model, **kwargs):
+    """`freeze` / `unfreeze` without the warning that asks for a recompile: every phase compiles."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The trainable weights of compiled model")
+        return change_trainable(model, **kwargs)
 
 
 def _as_classifier(model_or_backbone, num_classes, dropout, scratch):

@@ -145,7 +145,7 @@ def test_dataframe_with_string_and_integer_labels(folder):
         ({"image_size": (8, 0)}, r"Received: image_size=\(8, 0\)"),
         ({"batch_size": 0}, r"`batch_size` must be a positive integer. Received: batch_size=0"),
         ({"validation_split": 1.5}, r"Received: validation_split=1.5"),
-        ({"augment": "fancy"}, r"Received: augment='fancy'. Valid names: \['default', 'randaugment'\]"),
+        ({"augment": "fancy"}, r"Received: augment='fancy'. Valid names: \['default', 'randaugment', 'mixup', 'cutmix'\]"),
     ],
 )
 def test_dataframe_argument_errors(folder, kwargs, match):
@@ -249,6 +249,44 @@ def test_augmentation_runs_on_pixels_before_preprocessing():
     default = data.from_arrays(np.random.RandomState(0).randint(0, 255, (4, 16, 16, 3)).astype(np.uint8),
                                np.zeros(4, int), batch_size=4, augment="default", seed=0)
     assert next(iter(default))[0].shape == (4, 16, 16, 3)
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("augment", ["mixup", ["default", "cutmix"]], ids=["mixup", "default+cutmix"])
+def test_mixing_blends_images_and_turns_labels_into_class_probabilities(augment):
+    # Class c's images are all c * 50, so every output pixel says how much of each class it holds.
+    x = np.repeat(np.arange(4, dtype=np.uint8) * 50, 8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    y = np.repeat(np.arange(4), 8)
+    ds = data.from_arrays(x, y, batch_size=32, shuffle=True, seed=1, augment=augment)
+    assert ds.element_spec[1].shape.as_list() == [None, 4] and ds.element_spec[1].dtype == tf.float32
+    images, labels = next(iter(ds))
+    images, labels = images.numpy(), labels.numpy()
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-6)
+    assert (labels.max(axis=1) < 0.999).sum() >= 16, "most examples are blends of two classes"
+    if augment == "mixup":
+        # A MixUp pixel is the label-weighted mean of the class values.
+        np.testing.assert_allclose(images[:, 0, 0, 0], labels @ (np.arange(4) * 50.0), atol=1e-3)
+    else:
+        # CutMix pastes a patch: each pixel is one class's value, in the label's proportions.
+        patch = np.isin(images[:, 4, 4, 0].round(), np.arange(4) * 50.0)
+        assert patch.mean() > 0.9
+
+
+def test_mixed_training_labels_train_with_integer_validation_labels():
+    import keras_transfer as kt
+    from keras_transfer import demo
+
+    x, y = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
+    train = data.from_arrays(x, y, batch_size=16, shuffle=True, seed=0, augment=["default", "mixup"])
+    val = data.from_arrays(*demo.make_shapes(demo.TARGET_SHAPES, per_class=4, seed=4), batch_size=16)
+    keras.utils.set_random_seed(0)
+    result = kt.fine_tune(demo.build_demo_backbone(), train, val, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                          cache_features=False, verbose=0)
+    assert list(result.history.columns[:2]) == ["phase", "epoch"] and len(result.history) == 2
+    assert {"accuracy", "val_accuracy"} <= set(result.history.columns)
+    assert np.isfinite(result.history.loss).all()
+    # Validation accuracy is read from integer labels: a multiple of 1/16 on 16 examples.
+    assert (result.history.val_accuracy * 16).round(4).apply(float.is_integer).all()
 
 
 # --- TFDS ------------------------------------------------------------------------------

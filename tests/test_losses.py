@@ -1,4 +1,4 @@
-"""The sparse cross-entropy with label smoothing equals Keras' one-hot version."""
+"""The sparse cross-entropy with label smoothing equals Keras' one-hot version, and takes soft labels."""
 
 import keras
 import numpy as np
@@ -23,6 +23,20 @@ def test_equals_keras_sparse_without_smoothing_and_categorical_with_it():
     by_hand = -(np.array([0.8 + 0.2 / 3, 0.2 / 3, 0.2 / 3]) * log_p).sum()
     row = SparseCategoricalCrossentropy(label_smoothing=0.2, from_logits=True)(y[:1], logits[:1])
     np.testing.assert_allclose(float(row), by_hand, rtol=1e-6)
+
+
+def test_soft_labels_from_mixup_are_used_as_probabilities():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.1, 1.5]], "float32")
+    soft = np.array([[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]], "float32")
+    ours = SparseCategoricalCrossentropy(label_smoothing=0.1, from_logits=True)(soft, logits)
+    keras_soft = keras.losses.CategoricalCrossentropy(label_smoothing=0.1, from_logits=True)(soft, logits)
+    np.testing.assert_allclose(float(ours), float(keras_soft), rtol=1e-6)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    by_hand = -(soft * log_p).sum(axis=1).mean()
+    np.testing.assert_allclose(float(SparseCategoricalCrossentropy(from_logits=True)(soft, logits)), by_hand, rtol=1e-6)
+    # Integer labels shaped (batch, 1) stay integer labels.
+    column = SparseCategoricalCrossentropy(from_logits=True)(np.array([[0], [2]]), logits)
+    np.testing.assert_allclose(float(column), -(log_p[0, 0] + log_p[1, 2]) / 2, rtol=1e-6)
 
 
 def test_round_trips_in_a_saved_model(tmp_path):
