@@ -8,13 +8,15 @@ attribute plus `skipped` (how many files could not be used) and `report` (a
     read -> decode (at reduced scale for large JPEGs) -> resize -> [cache]
          -> shuffle -> batch -> augment -> preprocess -> prefetch
 
-Files are checked up front with a cheap pass over their first and last bytes,
-so empty, truncated and non-image files are counted and left out before
-training starts, and every epoch holds exactly the same images. Grayscale,
-CMYK and alpha-channel images are converted to RGB. A file that passes the
-check but still fails to decode is dropped by `ignore_errors` (its place in
-the epoch is taken by an image of the next pass), so training never stops on
-one bad file and Keras always knows the number of batches.
+Files are checked up front with a cheap pass over their first and last bytes
+(or, with `check="decode"`, by decoding them), so empty, truncated and
+non-image files are counted and left out before training starts, and every
+epoch holds exactly the same images. Grayscale, CMYK and alpha-channel images
+are converted to RGB. A file that passes the check but still fails to decode
+is dropped by `ignore_errors`, counted in the dataset's `decode_failures` and
+logged; its place in the epoch is taken by an image of the next pass, so
+training never stops on one bad file and Keras always knows the number of
+batches.
 
 Augmentation runs on batches of 0..255 RGB pixels, before the backbone's
 preprocessing, because Keras' augmentation layers (contrast, RandAugment)
@@ -38,6 +40,7 @@ logger = logging.getLogger("keras_transfer")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("default", "randaugment", "mixup", "cutmix")
+CHECKS = ("header", "decode")
 # Decoded, resized images held in a shuffle buffer cost h * w * 3 bytes each.
 _DECODED_SHUFFLE_BUFFER = 1024
 _TFDS_SHUFFLE_BUFFER = 1024
@@ -112,7 +115,7 @@ def from_arrays(images, labels, batch_size=32, shuffle=False, seed=None, *, prep
 
 def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=None, preprocess=None,
                    augment=None, shuffle=False, seed=None, cache=None, *, crop_to_aspect_ratio=False,
-                   pad_to_aspect_ratio=False, fast_decode=True, drop_remainder=None):
+                   pad_to_aspect_ratio=False, fast_decode=True, drop_remainder=None, check="header"):
     """Loads images from one folder per class, like `keras.utils.image_dataset_from_directory`.
 
     Args:
@@ -141,11 +144,18 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
         fast_decode: decode JPEGs much larger than `image_size` at 1/2, 1/4
             or 1/8 scale (never below `image_size`) before resizing.
         drop_remainder: drop the last partial batch; by default only on TPU.
+        check: how files are checked before training: `"header"` reads
+            their first and last bytes (empty, truncated and non-image files
+            are skipped); `"decode"` also decodes each one, so files damaged
+            in the middle are skipped and named too, at the cost of one more
+            decoding pass. A file that still fails to decode during training
+            is counted in `decode_failures` and logged, and its place in the
+            epoch goes to an image of the next pass.
 
     Returns:
         A `tf.data.Dataset` of `(float32 images, int32 labels)` batches, or
         a `(train, val)` pair with `validation_split`; each has
-        `class_names`, `skipped` and `report` attributes.
+        `class_names`, `skipped`, `report` and `decode_failures` attributes.
 
     Example:
 
@@ -182,13 +192,13 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
                        validation_split=validation_split, preprocess=preprocess, augment=augment,
                        shuffle=shuffle, seed=seed, cache=cache, crop_to_aspect_ratio=crop_to_aspect_ratio,
                        pad_to_aspect_ratio=pad_to_aspect_ratio, fast_decode=fast_decode,
-                       drop_remainder=drop_remainder)
+                       drop_remainder=drop_remainder, check=check)
 
 
 def from_dataframe(df, path_col, label_col, image_size=(224, 224), batch_size=32, validation_split=None,
                    preprocess=None, augment=None, shuffle=False, seed=None, cache=None, *, root=None,
                    class_names=None, crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, fast_decode=True,
-                   drop_remainder=None):
+                   drop_remainder=None, check="header"):
     """Loads images listed in a pandas table of file paths and labels.
 
     Args:
@@ -202,7 +212,7 @@ def from_dataframe(df, path_col, label_col, image_size=(224, 224), batch_size=32
             among them, and their order gives the label indices.
         image_size, batch_size, validation_split, preprocess, augment,
         shuffle, seed, cache, crop_to_aspect_ratio, pad_to_aspect_ratio,
-        fast_decode, drop_remainder: as in `from_directory`.
+        fast_decode, drop_remainder, check: as in `from_directory`.
 
     Returns:
         A `tf.data.Dataset` of `(float32 images, int32 labels)` batches (or a
@@ -251,7 +261,7 @@ def from_dataframe(df, path_col, label_col, image_size=(224, 224), batch_size=32
                        batch_size=batch_size, validation_split=validation_split, preprocess=preprocess,
                        augment=augment, shuffle=shuffle, seed=seed, cache=cache,
                        crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio,
-                       fast_decode=fast_decode, drop_remainder=drop_remainder)
+                       fast_decode=fast_decode, drop_remainder=drop_remainder, check=check)
 
 
 def from_tfds(name, split, image_size=(224, 224), batch_size=32, preprocess=None, augment=None, shuffle=False,
@@ -504,16 +514,19 @@ def cache_features(model, dataset, path=None, verbose=1):
 # --- files -------------------------------------------------------------------------
 
 
-def inspect_files(paths):
-    """Checks image files cheaply, from their first and last bytes.
+def inspect_files(paths, decode=False):
+    """Checks image files cheaply, from their first and last bytes, or by decoding them.
 
     Args:
         paths: file paths (local or `gs://`).
+        decode: also decode every file that passes the byte check, which
+            finds files damaged in the middle (`"corrupt"`) at the cost of
+            one full decoding pass.
 
     Returns:
         A `pandas.DataFrame` with one row per file: `path` and `problem`
         (None for a usable file, else `"missing"`, `"empty"`,
-        `"not an image"` or `"truncated"`).
+        `"not an image"`, `"truncated"` or, with `decode`, `"corrupt"`).
 
     Example:
 
@@ -524,9 +537,21 @@ def inspect_files(paths):
     ['empty']
     """
     paths = [str(p) for p in paths]
+    check = _decode_problem if decode else _file_problem
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        problems = list(pool.map(_file_problem, paths))
+        problems = list(pool.map(check, paths))
     return pd.DataFrame({"path": paths, "problem": problems})
+
+
+def _decode_problem(path):
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return "corrupt"
+    return None
 
 
 def _file_problem(path):
@@ -553,13 +578,15 @@ def _file_problem(path):
 
 def _from_files(paths, labels, class_names, where, *, image_size, batch_size, validation_split, preprocess,
                 augment, shuffle, seed, cache, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode,
-                drop_remainder):
+                drop_remainder, check):
     image_size = _check_image_size(image_size)
     if validation_split is not None and not (isinstance(validation_split, float) and 0 < validation_split < 1):
         raise ValueError(f"`validation_split` must be a float in (0, 1). Received: validation_split={validation_split!r}")
     if cache is not None and not isinstance(cache, (bool, str, os.PathLike)):
         raise ValueError(f"`cache` must be None, True or a file path. Received: cache={cache!r}")
-    checked = inspect_files(paths)
+    if check not in CHECKS:
+        raise ValueError(f"`check` must be one of {list(CHECKS)}. Received: check={check!r}")
+    checked = inspect_files(paths, decode=check == "decode")
     checked["label"] = labels
     usable = checked[checked.problem.isna()]
     report = checked[checked.problem.notna()].reset_index(drop=True)
@@ -572,7 +599,7 @@ def _from_files(paths, labels, class_names, where, *, image_size, batch_size, va
                          f"({', '.join(sorted(set(report.problem)))}).")
     decoder = _decoder(image_size, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode)
     options = dict(batch_size=batch_size, cache=cache, preprocess=preprocess, drop_remainder=drop_remainder,
-                   class_names=class_names, report=report,
+                   class_names=class_names, report=report, where=where,
                    decode=lambda path, label: decoder(tf.io.read_file(path), label))
 
     def build(part, shuffle_, augment_, cache_suffix=""):
@@ -657,7 +684,7 @@ def _center_crop(image, aspect):
 
 
 def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, preprocess, augment, drop_remainder,
-            class_names, report, decode=None):
+            class_names, report, decode=None, where="the dataset"):
     """Decode, cache, shuffle, batch, augment, preprocess and prefetch `elements`."""
     _check_positive_int("batch_size", batch_size)
     if preprocess is not None and not callable(preprocess):
@@ -685,6 +712,8 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
             images = preprocess(images)
         return images, labels
 
+    failures = DecodeFailures(where)
+
     def build(shuffled):
         ds = elements
         if shuffled and not cache:
@@ -692,7 +721,10 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
         if decode is not None:
             # A cache holds uint8 pixels, a quarter of the memory of float32.
             step = decode if not cache else lambda *e: _to_uint8(*decode(*e))
-            ds = ds.map(step, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+            # Each element keeps its position in the pass, so a file dropped by
+            # `ignore_errors` leaves a gap that `failures.watch` counts.
+            ds = ds.enumerate().map(lambda position, e: (position, *step(*e)), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.ignore_errors()
             # `ignore_errors` hides the length from Keras (no progress-bar total, a
             # "ran out of data" warning every epoch). Every file passed the
             # up-front check, so the length is `count`; should one still fail to
@@ -700,11 +732,17 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
             # ending short (`repeat` of a pass that yields nothing ends at once).
             if count > 0:
                 ds = ds.repeat().take(count)
+            # Without a cache, gaps are counted per batch (a scan step per image
+            # costs ~5% on small photos); a cache is filled once, image by image.
+            ds = failures.watch(ds, count) if cache else ds.batch(batch_size, drop_remainder=drop_remainder)
         if cache:
             ds = ds.cache("" if cache is True else os.fspath(cache))
             if shuffled:
                 ds = _shuffle(ds, buffer, seeds)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if decode is None or cache:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        else:
+            ds = failures.watch(ds, count)
         if ds.element_spec[0].dtype != tf.string and (layers or preprocess or ds.element_spec[0].dtype != tf.float32):
             ds = ds.map(batch_map, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
@@ -715,7 +753,60 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
     ds.class_names = class_names
     ds.report = report
     ds.skipped = len(report)
+    ds.decode_failures = failures
     return ds
+
+
+class DecodeFailures:
+    """Counts files that passed the up-front check but failed to decode during training.
+
+    A loader's dataset carries one as `decode_failures`; `int(...)` is the
+    number of failed reads so far (a bad file fails once per epoch that
+    reads it, and a cached dataset reads files only in its first epoch).
+    Each failure is logged; `check="decode"` finds such files, by name,
+    before training.
+    """
+
+    def __init__(self, where):
+        self.where = where
+        self.count = 0
+
+    def __int__(self):
+        return self.count
+
+    def __repr__(self):
+        return f"DecodeFailures({self.count} in {self.where})"
+
+    def watch(self, ds, count):
+        """Strips the positions from `(position, image, label)` elements or batches, counting gaps.
+
+        Positions rise through a pass of `count` files and restart at 0 with
+        the next pass; a position skipped is a file that failed to decode.
+        With `count` unknown (< 0), positions are only stripped.
+        """
+        if count < 0:
+            return ds.map(lambda position, image, label: (image, label))
+
+        def step(last, element):
+            position, image, label = element
+            positions = tf.reshape(position, [-1])
+            before = tf.concat([[last], positions[:-1]], axis=0)
+            gaps = tf.where(positions > before, positions - before - 1, count - 1 - before + positions)
+            missed = tf.reduce_sum(gaps)
+            noted = tf.cond(missed > 0, lambda: tf.py_function(self._note, [missed], tf.int64),
+                            lambda: tf.constant(0, tf.int64))
+            # `noted` feeds the state so that tf.data cannot prune the logging away.
+            return positions[-1] + 0 * noted, (image, label)
+
+        return ds.scan(tf.constant(-1, tf.int64), step)
+
+    def _note(self, missed):
+        self.count += int(missed)
+        logger.warning("%d image file(s) in %s passed the up-front check but failed to decode; each was replaced "
+                       "in its epoch by an image of the next pass (%d failed reads so far). Load with "
+                       "check='decode' to find and report them before training.", int(missed), self.where,
+                       self.count)
+        return missed
 
 
 def _shuffle(ds, buffer, seeds):
