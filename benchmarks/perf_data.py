@@ -6,7 +6,8 @@ On the real ants/bees photos and on copies re-encoded at 2000x1500 (written
 under benchmarks/out/), measures images per second for `kt.data.from_directory`,
 for `keras.utils.image_dataset_from_directory(...).prefetch(AUTOTUNE)` and for a
 naive sequential `map`; each pipeline runs one warm-up epoch, then the
-pipelines alternate and the median epoch counts. Then: epochs 2+ with the
+pipelines alternate and the median epoch counts; the same on the large photos
+with tf.data held to 1, 2, 4, ... cores shows how both scale. Then: epochs 2+ with the
 decoded-and-resized cache (augmentation still on; the default augmentation
 also against the chain of Keras layers it replaces), the linear-probe accuracy
 of reduced-scale decoding, and 10 epochs of feature-extraction training with
@@ -58,6 +59,8 @@ def run(quick=False):
                          throughput[name]["ours"], target))
         rows.append(_row(f"decode {name} photos", "images/s", "sequential_map", throughput[name]["sequential_map"],
                          throughput[name]["ours"], ">= 1.0"))
+
+    rows += _core_scaling(large / "train", repeats, window)
 
     cached = data.from_directory(large / "train", image_size=SIZE, batch_size=BATCH, cache=True, shuffle=True,
                                  seed=0, augment="default")
@@ -151,6 +154,36 @@ def _alternate(pipelines, repeats, epochs):
         for name, ds in built.items():
             rates[name].append(_epoch_rate(ds, epochs))
     return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _core_scaling(folder, repeats, window):
+    """Images/s on the large photos with tf.data limited to 1, 2, 4, ... of this machine's cores.
+
+    One row per core count: our pipeline against the Keras utility under the
+    same limit, and (in the row's name) our speed-up over one core.
+    """
+    import os
+
+    import keras
+    import tensorflow as tf
+
+    from keras_transfer import data
+
+    counts = [n for n in (1, 2, 4, 8, 16, 32) if n <= (os.cpu_count() or 1)]
+    rows, single = [], None
+    for n in counts:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = n
+        rates = _alternate({
+            "ours": lambda: data.from_directory(folder, image_size=SIZE, batch_size=BATCH).with_options(options),
+            "keras_utility": lambda: keras.utils.image_dataset_from_directory(
+                folder, image_size=SIZE, batch_size=BATCH, shuffle=False, verbose=False
+            ).prefetch(tf.data.AUTOTUNE).with_options(options),
+        }, repeats, window)
+        single = single or rates["ours"]
+        rows.append(_row(f"decode large photos, tf.data on {n} core(s): {rates['ours'] / single:.2f}x our 1-core rate",
+                         "images/s", "keras_utility", rates["keras_utility"], rates["ours"], ">= 1.4"))
+    return rows
 
 
 def _sequential(folder):
