@@ -302,31 +302,13 @@ def from_tfds(name, split, image_size=(224, 224), batch_size=32, preprocess=None
     >>> ds.class_names[:2], ds.element_spec[0].shape.as_list()
     (['dandelion', 'daisy'], [None, 32, 32, 3])
     """
-    import tensorflow_datasets as tfds
-
-    _check_positive_int("max_examples", max_examples, optional=True)
-    _check_positive_int("shuffle_buffer", shuffle_buffer)
-    builder = _tfds_builder(name, data_dir, download)
-    features = builder.info.features
-    image_key = _feature_key(features, image_key, tfds.features.Image, "image", "image_key", name)
-    label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
-    # Only the two features used are read, and the image stays encoded for the
-    # reduced-scale decoder (a segmentation mask or boxes would cost time).
-    decoders = tfds.decode.PartialDecoding({image_key: True, label_key: True},
-                                           decoders={image_key: tfds.decode.SkipDecoding()})
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
-    if max_examples is not None:
-        ds = ds.take(max_examples)
-    elements = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
-                      num_parallel_calls=tf.data.AUTOTUNE)
-    count = int(elements.cardinality())
-    if count == 0:
-        raise ValueError(f"The split '{split}' of the TFDS dataset '{name}' holds no examples.")
+    elements, count, buffer, class_names = _tfds_examples(
+        name, split, "image", image_key, label_key, data_dir=data_dir, download=download,
+        max_examples=max_examples, shuffle_buffer=shuffle_buffer)
     decode = _decoder(_check_image_size(image_size), crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode)
-    buffer = shuffle_buffer if count < 0 else min(count, shuffle_buffer)
     return _finish(elements, count, batch_size=batch_size, shuffle=shuffle, seed=seed, buffer=buffer,
                    cache=cache, preprocess=preprocess, augment=augment, drop_remainder=drop_remainder,
-                   class_names=list(features[label_key].names), report=_empty_report(), decode=decode)
+                   class_names=class_names, report=_empty_report(), decode=decode, where=f"TFDS '{name}'")
 
 
 def text_from_tfds(name, split, batch_size=32, shuffle=False, seed=None, data_dir=None, max_examples=None, *,
@@ -359,23 +341,11 @@ def text_from_tfds(name, split, batch_size=32, shuffle=False, seed=None, data_di
     >>> ds.class_names, [int(y.shape[0]) for _, y in ds]
     (['neg', 'pos'], [2, 2, 1])
     """
-    import tensorflow_datasets as tfds
-
-    _check_positive_int("max_examples", max_examples, optional=True)
-    _check_positive_int("shuffle_buffer", shuffle_buffer)
-    builder = _tfds_builder(name, data_dir, download)
-    features = builder.info.features
-    text_key = _feature_key(features, text_key, tfds.features.Text, "text", "text_key", name)
-    label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders=tfds.decode.PartialDecoding({text_key: True, label_key: True}))
-    if max_examples is not None:
-        ds = ds.take(max_examples)
-    elements = ds.map(lambda ex: (ex[text_key], tf.cast(ex[label_key], tf.int32)))
-    count = int(elements.cardinality())
-    buffer = shuffle_buffer if count < 0 else max(1, min(count, shuffle_buffer))
+    elements, count, buffer, class_names = _tfds_examples(
+        name, split, "text", text_key, label_key, data_dir=data_dir, download=download,
+        max_examples=max_examples, shuffle_buffer=shuffle_buffer)
     return _finish(elements, count, batch_size=batch_size, shuffle=shuffle, seed=seed, buffer=buffer, cache=None,
-                   preprocess=None, augment=None, drop_remainder=None, class_names=list(features[label_key].names),
+                   preprocess=None, augment=None, drop_remainder=None, class_names=class_names,
                    report=_empty_report())
 
 
@@ -869,6 +839,35 @@ def _load_features(path, fingerprint):
 
 
 # --- TFDS ----------------------------------------------------------------------
+
+
+def _tfds_examples(name, split, kind, key, label_key, *, data_dir, download, max_examples, shuffle_buffer):
+    """`(input, int32 label)` examples of a TFDS split, their count (-1 if unknown), shuffle buffer and class names.
+
+    `kind` is `"image"` (kept encoded for the reduced-scale decoder) or `"text"`;
+    only the input and label features are read (a segmentation mask or boxes
+    would cost time).
+    """
+    import tensorflow_datasets as tfds
+
+    _check_positive_int("max_examples", max_examples, optional=True)
+    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    builder = _tfds_builder(name, data_dir, download)
+    features = builder.info.features
+    feature = {"image": tfds.features.Image, "text": tfds.features.Text}[kind]
+    key = _feature_key(features, key, feature, kind, f"{kind}_key", name)
+    label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
+    skip = {"decoders": {key: tfds.decode.SkipDecoding()}} if kind == "image" else {}
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders=tfds.decode.PartialDecoding({key: True, label_key: True}, **skip))
+    if max_examples is not None:
+        ds = ds.take(max_examples)
+    elements = ds.map(lambda ex: (ex[key], tf.cast(ex[label_key], tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+    count = int(elements.cardinality())
+    if count == 0:
+        raise ValueError(f"The split '{split}' of the TFDS dataset '{name}' holds no examples.")
+    buffer = shuffle_buffer if count < 0 else min(count, shuffle_buffer)
+    return elements, count, buffer, list(features[label_key].names)
 
 
 def _tfds_builder(name, data_dir, download):
