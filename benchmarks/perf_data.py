@@ -215,7 +215,7 @@ def _probe(train, val, train_ds_dim, epochs):
     head = keras.Sequential([keras.Input((train_ds_dim,)), keras.layers.Dense(2)])
     head.compile(optimizer=keras.optimizers.Adam(1e-3),
                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    head.fit(train, epochs=epochs, verbose=0)
+    head.fit(train, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles itself
     return head.evaluate(val, verbose=0, return_dict=True)["accuracy"]
 
 
@@ -239,7 +239,7 @@ def _train_head(backbone, train_ds, val_ds, epochs, cached):
         model = keras.Model(inputs, head(backbone(inputs, training=False)))
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False)
     return history.history["val_accuracy"][-1]
 
 
