@@ -41,10 +41,13 @@ logger = logging.getLogger("keras_transfer")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("default", "randaugment", "mixup", "cutmix")
 CHECKS = ("header", "decode")
+RATIOS = (1, 2, 4, 8)  # the scales libjpeg decodes at
 # Decoded, resized images held in a shuffle buffer cost h * w * 3 bytes each.
 _DECODED_SHUFFLE_BUFFER = 1024
 _TFDS_SHUFFLE_BUFFER = 1024
 _TAIL_BYTES = 1024
+# Enough for the start-of-frame marker of all but JPEGs with large embedded thumbnails.
+_HEAD_BYTES = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,9 +497,11 @@ def inspect_files(paths, decode=False):
             one full decoding pass.
 
     Returns:
-        A `pandas.DataFrame` with one row per file: `path` and `problem`
+        A `pandas.DataFrame` with one row per file: `path`, `problem`
         (None for a usable file, else `"missing"`, `"empty"`,
-        `"not an image"`, `"truncated"` or, with `decode`, `"corrupt"`).
+        `"not an image"`, `"truncated"` or, with `decode`, `"corrupt"`),
+        and, for JPEGs, `height` and `width` from their header (-1 when it
+        lies beyond the first 16 KB; 0 for other formats).
 
     Example:
 
@@ -509,41 +514,59 @@ def inspect_files(paths, decode=False):
     paths = [str(p) for p in paths]
     check = _decode_problem if decode else _file_problem
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        problems = list(pool.map(check, paths))
-    return pd.DataFrame({"path": paths, "problem": problems})
+        found = list(pool.map(check, paths))
+    problems, heights, widths = zip(*found) if found else ((), (), ())
+    return pd.DataFrame({"path": paths, "problem": list(problems), "height": list(heights), "width": list(widths)})
 
 
 def _decode_problem(path):
-    problem = _file_problem(path)
+    problem, height, width = _file_problem(path)
     if problem is not None:
-        return problem
+        return problem, height, width
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError:
-        return "corrupt"
-    return None
+        return "corrupt", height, width
+    return None, height, width
 
 
 def _file_problem(path):
+    """`(problem or None, jpeg height, jpeg width)`, from the file's first and last bytes."""
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             size = f.size()
             if size == 0:
-                return "empty"
-            head = f.read(32)
+                return "empty", 0, 0
+            head = f.read(_HEAD_BYTES)
             f.seek(max(0, size - _TAIL_BYTES))
             tail = f.read(_TAIL_BYTES)
     except (tf.errors.OpError, OSError):
-        return "missing"
+        return "missing", 0, 0
     if head.startswith(b"\xff\xd8\xff"):
-        return None if b"\xff\xd9" in tail else "truncated"
+        return (None if b"\xff\xd9" in tail else "truncated"), *_jpeg_size(head)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None if b"IEND" in tail else "truncated"
-    if head.startswith(b"GIF8"):
-        return None if b";" in tail else "truncated"
-    if head.startswith(b"BM") and len(head) >= 6:
-        return None if int.from_bytes(head[2:6], "little") <= size else "truncated"
-    return "not an image"
+        problem = None if b"IEND" in tail else "truncated"
+    elif head.startswith(b"GIF8"):
+        problem = None if b";" in tail else "truncated"
+    elif head.startswith(b"BM") and len(head) >= 6:
+        problem = None if int.from_bytes(head[2:6], "little") <= size else "truncated"
+    else:
+        problem = "not an image"
+    return problem, 0, 0
+
+
+def _jpeg_size(head):
+    """`(height, width)` from the start-of-frame marker within `head`, or `(-1, -1)` if it lies beyond."""
+    i = 2
+    while i + 9 <= len(head) and head[i] == 0xFF:
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
+        i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
+    return -1, -1
 
 
 def _from_files(paths, labels, class_names, where, *, image_size, batch_size, validation_split, preprocess,
@@ -559,7 +582,7 @@ def _from_files(paths, labels, class_names, where, *, image_size, batch_size, va
     checked = inspect_files(paths, decode=check == "decode")
     checked["label"] = labels
     usable = checked[checked.problem.isna()]
-    report = checked[checked.problem.notna()].reset_index(drop=True)
+    report = checked[checked.problem.notna()][["path", "problem", "label"]].reset_index(drop=True)
     if len(report):
         counts = ", ".join(f"{n} {kind}" for kind, n in report.problem.value_counts().items())
         logger.warning("Skipped %d of %d image files in %s (%s): %s", len(report), len(checked), where, counts,
@@ -567,15 +590,17 @@ def _from_files(paths, labels, class_names, where, *, image_size, batch_size, va
     if usable.empty:
         raise ValueError(f"No usable images in {where}: all {len(checked)} files were skipped "
                          f"({', '.join(sorted(set(report.problem)))}).")
-    decoder = _decoder(image_size, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode)
+    usable = usable.assign(code=_decode_codes(usable, image_size, fast_decode))
+    decoder = _decoder(image_size, crop_to_aspect_ratio, pad_to_aspect_ratio, fast_decode, usable.code.tolist())
     options = dict(batch_size=batch_size, cache=cache, preprocess=preprocess, drop_remainder=drop_remainder,
                    class_names=class_names, report=report, where=where,
-                   decode=lambda path, label: decoder(tf.io.read_file(path), label))
+                   decode=lambda path, label, code: decoder(tf.io.read_file(path), label, code))
 
     def build(part, shuffle_, augment_, cache_suffix=""):
         # Paths, not file contents, go through the shuffle buffer; each file is
         # read in the same map that decodes it (one tf.data stage fewer).
-        elements = tf.data.Dataset.from_tensor_slices((part.path.tolist(), part.label.to_numpy("int32")))
+        elements = tf.data.Dataset.from_tensor_slices((part.path.tolist(), part.label.to_numpy("int32"),
+                                                       part.code.to_numpy("int32")))
         buffer = len(part) if not cache else min(len(part), _DECODED_SHUFFLE_BUFFER)
         part_cache = cache if not isinstance(cache, (str, os.PathLike)) else f"{os.fspath(cache)}{cache_suffix}"
         return _finish(elements, len(part), **{**options, "cache": part_cache}, shuffle=shuffle_, seed=seed,
@@ -605,26 +630,40 @@ def _split(usable, fraction, seed, where, class_names):
 # --- decoding ------------------------------------------------------------------
 
 
-def _decoder(image_size, crop, pad, fast):
-    """A tf.data map function: encoded bytes -> float32 0..255 image of `image_size`."""
+def _decoder(image_size, crop, pad, fast, codes=None):
+    """A tf.data map function: `(encoded bytes, label[, code])` -> `(float32 0..255 image of image_size, label)`.
+
+    `codes`, when the loader knows each file's JPEG size up front, says per
+    file how to decode it (see `_decode_codes`); the function then takes each
+    file's code, and a dataset of full-scale files decodes exactly as the
+    Keras utility does. Without `codes` every image is probed in the graph.
+    """
     if crop and pad:
         raise ValueError("`crop_to_aspect_ratio` and `pad_to_aspect_ratio` cannot both be True.")
     height, width = image_size
 
-    def decode_jpeg(contents):
-        if not fast:
-            return tf.io.decode_jpeg(contents, channels=3)
-        shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.float32)
-        scale = tf.minimum(shape[0] / height, shape[1] / width)
-        # libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free; choose the
-        # largest ratio that keeps the image at least as large as the target.
-        branch = tf.reduce_sum(tf.cast(scale >= tf.constant([2.0, 4.0, 8.0]), tf.int32))
-        return tf.switch_case(branch, [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r)
-                                       for r in (1, 2, 4, 8)])
+    def plain(contents):
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
-    def decode(contents, label):
-        image = tf.cond(tf.io.is_jpeg(contents), lambda: decode_jpeg(contents),
-                        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+    def reduced(ratio):
+        return lambda contents: tf.io.decode_jpeg(contents, channels=3, ratio=ratio)
+
+    def probe(contents):
+        if not fast:
+            return plain(contents)
+
+        def decode_jpeg():
+            shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.float32)
+            branch = tf.reduce_sum(tf.cast(_scale(shape[0], shape[1]) >= tf.constant(RATIOS[1:], tf.float32),
+                                           tf.int32))
+            return tf.switch_case(branch, [lambda r=r: reduced(r)(contents) for r in RATIOS])
+
+        return tf.cond(tf.io.is_jpeg(contents), decode_jpeg, lambda: plain(contents))
+
+    def _scale(h, w):
+        return tf.minimum(h / height, w / width)
+
+    def finish(image, label):
         image.set_shape([None, None, 3])
         if pad:
             image = tf.image.resize_with_pad(image, height, width)
@@ -634,7 +673,27 @@ def _decoder(image_size, crop, pad, fast):
             image = tf.image.resize(image, (height, width))
         return image, label
 
-    return decode
+    if codes is None:
+        return lambda contents, label: finish(probe(contents), label)
+    if all(code == 1 for code in codes):
+        return lambda contents, label, code: finish(plain(contents), label)
+    branches = [probe, plain] + [reduced(r) for r in RATIOS[1:]]
+    return lambda contents, label, code: finish(
+        tf.switch_case(code, [lambda f=f: f(contents) for f in branches]), label)
+
+
+def _decode_codes(checked, image_size, fast):
+    """Per file: 0 probe in the graph (a JPEG of unknown size), 1 full scale, 2/3/4 JPEG at 1/2, 1/4, 1/8.
+
+    libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free; each JPEG gets
+    the largest ratio that keeps it at least as large as `image_size`.
+    """
+    if not fast:
+        return np.ones(len(checked), np.int32)
+    scale = np.minimum(checked.height.to_numpy(float) / image_size[0], checked.width.to_numpy(float) / image_size[1])
+    codes = 1 + (scale[:, None] >= np.asarray(RATIOS[1:], float)).sum(axis=1)
+    height = checked.height.to_numpy()
+    return np.where(height > 0, codes, np.where(height < 0, 0, 1)).astype(np.int32)
 
 
 def _to_uint8(image, label):

@@ -221,6 +221,34 @@ def test_reduced_scale_decode_matches_full_decode(tmp_path):
     np.testing.assert_allclose(fast[0, 0, 63], [252, 2, 145], atol=6)  # top-right corner of the gradient
 
 
+def _with_comment(jpeg, size):
+    """The same JPEG with a comment segment of `size` bytes before its frame header."""
+    return jpeg[:2] + b"\xff\xfe" + (size + 2).to_bytes(2, "big") + b"x" * size + jpeg[2:]
+
+
+def test_jpeg_sizes_from_the_header_choose_the_decode_scale_up_front(tmp_path):
+    (tmp_path / "c").mkdir()
+    y, x = np.mgrid[0:720, 0:960]
+    rgb = np.stack([x * 255 / 960, y * 255 / 720, (x + y) * 255 / 1680], -1).astype(np.uint8)
+    jpeg = _save(Image.fromarray(rgb), tmp_path / "c" / "a_plain.jpg", "JPEG")
+    (tmp_path / "c" / "b_comment.jpg").write_bytes(_with_comment(jpeg, 1000))
+    # A comment longer than the 16 KB header read hides the size: that file is probed in the graph.
+    (tmp_path / "c" / "c_hidden.jpg").write_bytes(_with_comment(jpeg, 20000))
+    _save(Image.fromarray(rgb), tmp_path / "c" / "d.png", "PNG")
+    checked = data.inspect_files(sorted(str(p) for p in (tmp_path / "c").iterdir()))
+    assert checked[["height", "width"]].values.tolist() == [[720, 960], [720, 960], [-1, -1], [0, 0]]
+    fast = _epoch(data.from_directory(tmp_path, image_size=(64, 64)))[0]
+    full = _epoch(data.from_directory(tmp_path, image_size=(64, 64), fast_decode=False))[0]
+    # The three JPEGs decode at 1/8 scale, whether their size was read up front or probed; the PNG in full.
+    np.testing.assert_array_equal(fast[0], fast[1])
+    np.testing.assert_array_equal(fast[0], fast[2])
+    assert np.abs(fast[0] - full[0]).max() > 0, "the reduced decode is a different resampling"
+    np.testing.assert_array_equal(fast[3], full[3])
+    small = _epoch(data.from_directory(tmp_path, image_size=(600, 800)))[0]
+    np.testing.assert_array_equal(small, _epoch(data.from_directory(tmp_path, image_size=(600, 800),
+                                                                    fast_decode=False))[0])
+
+
 def test_crop_and_pad_keep_the_aspect_ratio(tmp_path):
     (tmp_path / "c").mkdir()
     image = np.zeros((10, 30, 3), np.uint8)
