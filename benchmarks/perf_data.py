@@ -6,7 +6,7 @@ On the real ants/bees photos and on copies re-encoded at 2000x1500 (written
 under benchmarks/out/), measures images per second for `kt.data.from_directory`,
 for `keras.utils.image_dataset_from_directory(...).prefetch(AUTOTUNE)` and for a
 naive sequential `map`; each pipeline runs one warm-up epoch, then the
-pipelines alternate and the median epoch counts; the same on the large photos
+pipelines alternate and the median of 5-epoch windows counts; the same on the large photos
 with tf.data held to 1, 2, 4, ... cores shows how both scale. Then: epochs 2+ with the
 decoded-and-resized cache (augmentation still on; the default augmentation
 also against the chain of Keras layers it replaces), the linear-probe accuracy
@@ -141,9 +141,10 @@ def _row(benchmark, measure, baseline, baseline_value, value, target, ratio=None
 def _epoch_rate(ds, epochs=1):
     """Images per second over `epochs` back-to-back epochs of `ds`, read through one iterator.
 
-    One iterator, as tf.data's own benchmarks do: tearing an iterator down
-    waits for TensorFlow's autotuning thread, which on a busy 2-core machine
-    now and then takes ~1 s, longer than a whole 244-photo epoch.
+    One iterator, as tf.data's own benchmarks do: on these busy 2-core
+    machines tearing an iterator down now and then took ~1 s (never with
+    tf.data's autotuning off), longer than a whole 244-photo epoch, for the
+    Keras utility's datasets as for ours.
     """
     start = time.perf_counter()
     n = sum(int(x.shape[0]) for x, _ in ds.repeat(epochs))

@@ -4,6 +4,20 @@ import keras
 from keras import ops
 
 
+def are_probabilities(y_true, y_pred):
+    """Whether `y_true` holds class probabilities (one per output) rather than integer class ids.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer.losses import are_probabilities
+    >>> are_probabilities(np.zeros((2, 3)), np.zeros((2, 3))), are_probabilities(np.zeros((2, 1)), np.zeros((2, 3)))
+    (True, False)
+    """
+    classes = y_pred.shape[-1]
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == classes and classes != 1
+
+
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class SparseCategoricalCrossentropy(keras.losses.Loss):
     """Sparse categorical cross-entropy with label smoothing, which also takes soft labels.
@@ -39,8 +53,7 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
-        classes = y_pred.shape[-1]
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == classes and classes != 1:
+        if are_probabilities(y_true, y_pred):
             one_hot = ops.cast(y_true, y_pred.dtype)
         else:
             y_true = ops.cast(ops.reshape(y_true, (-1,)), "int32")

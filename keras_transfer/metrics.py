@@ -10,10 +10,12 @@ the prediction with the most likely class.
 import keras
 from keras import ops
 
+from keras_transfer.losses import are_probabilities
+
 
 def _class_ids(y_true, y_pred):
     """Integer class ids of `y_true`, whether ids `(batch,)` / `(batch, 1)` or probabilities."""
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == y_pred.shape[-1] and y_true.shape[-1] != 1:
+    if are_probabilities(y_true, y_pred):
         return ops.argmax(y_true, axis=-1)
     return ops.reshape(y_true, (-1,))
 

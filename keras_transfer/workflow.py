@@ -158,7 +158,8 @@ def fine_tune(
             or a `kt.Backbone` from `kt.get_backbone`), which gets a new head
             (`build_classifier`), or a classifier that already has a `head`
             block.
-        train_ds: `tf.data.Dataset` of `(images, integer labels)` batches.
+        train_ds: `tf.data.Dataset` of `(images, labels)` batches: integer
+            labels, or class probabilities (`augment="mixup"` / `"cutmix"`).
         val_ds: optional validation dataset of the same form.
         num_classes: number of classes.
         head_epochs: epochs of phase 1 (new head on the frozen backbone).
