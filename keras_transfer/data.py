@@ -25,6 +25,7 @@ assume that value range whatever the backbone expects afterwards.
 
 import concurrent.futures
 import dataclasses
+import io
 import logging
 import os
 import pathlib
@@ -556,17 +557,15 @@ def _file_problem(path):
 
 
 def _jpeg_size(head):
-    """`(height, width)` from the start-of-frame marker within `head`, or `(-1, -1)` if it lies beyond."""
-    i = 2
-    while i + 9 <= len(head) and head[i] == 0xFF:
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
-        i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
-    return -1, -1
+    """`(height, width)` of the JPEG whose first bytes are `head`, or `(-1, -1)` if its frame header lies beyond."""
+    from PIL import Image
+
+    try:
+        # Pillow reads markers only up to the frame header when opening.
+        with Image.open(io.BytesIO(head)) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError):
+        return -1, -1
 
 
 def _from_files(paths, labels, class_names, where, *, image_size, batch_size, validation_split, preprocess,
