@@ -15,6 +15,12 @@ Strategies, all on the same epoch budget (`head_epochs + fine_tune_epochs`):
 | `fine_tune`          | head                    | top `unfreeze_top_blocks` blocks, per-block rates |
 | `full`               | head                    | every block, per-block rates                    |
 | `lora`               | head                    | LoRA adapters (rank `lora_rank`) + head, at `head_lr` |
+| `auto`               | head                    | candidates of every depth and rate, by successive halving; the winner to the end |
+
+With validation data, every phase ends at its best epoch by `monitor`
+(validation accuracy unless you pick another), and the model returned is the
+best across phases: fine-tuning can never hand back a model worse than the
+head it started from.
 """
 
 import dataclasses
@@ -36,9 +42,13 @@ from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.metrics import Accuracy, TopKAccuracy
-from keras_transfer.optimizers import differential_optimizer
+from keras_transfer.optimizers import differential_optimizer, scale_learning_rates
+from keras_transfer.search import Candidate, default_candidates, plot_search, successive_halving
 
-STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full", "lora")
+# `Candidate.top_blocks` of the LoRA candidate: adapters, not a depth.
+_LORA = -1
+
+STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full", "lora", "auto")
 
 
 @dataclasses.dataclass
@@ -56,6 +66,15 @@ class FineTuneResult:
         strategy: the strategy that ran.
         trainable_params: parameters trained in the last phase.
         wall_time: seconds spent in `fine_tune`.
+        best_phase: the phase whose best epoch the returned model holds (with
+            `strategy="auto"`, the candidate's name), or None without
+            validation data.
+        search: for `strategy="auto"`, one row per candidate run of the
+            successive halving (`rung`, `candidate`, `epochs`,
+            `total_epochs`, `score`, `seconds`, `kept`); `plot_search()`
+            draws it. None for other strategies.
+        learning_rates: the rates `lr_find` chose (`head_lr`, `backbone_lr`)
+            when they were `"find"`; empty otherwise.
     """
 
     model: keras.Model
@@ -65,6 +84,15 @@ class FineTuneResult:
     strategy: str
     trainable_params: int
     wall_time: float
+    best_phase: object = None
+    search: object = None
+    learning_rates: dict = dataclasses.field(default_factory=dict)
+
+    def plot_search(self):
+        """The halving as a `matplotlib.figure.Figure`: each candidate's score against epochs spent."""
+        if self.search is None:
+            raise ValueError(f"Only `strategy='auto'` searches. This result's strategy: {self.strategy!r}")
+        return plot_search(self.search)
 
 
 def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), backbone_training=False, name=None):
@@ -150,6 +178,10 @@ def fine_tune(
     patience=3,
     callbacks=None,
     verbose="auto",
+    monitor="val_accuracy",
+    l2_sp=None,
+    candidates=None,
+    budget=None,
 ):
     """Runs the whole transfer-learning workflow: head first, then fine-tuning.
 
@@ -167,9 +199,14 @@ def fine_tune(
         strategy: one of `"scratch"`, `"feature_extraction"`, `"fine_tune"`,
             `"full"`, `"lora"` (see the module docstring).
         unfreeze_top_blocks: backbone blocks phase 2 of `fine_tune` trains.
-        head_lr: learning rate of the head (and of everything in `scratch`).
+        head_lr: learning rate of the head (and of everything in `scratch`),
+            or `"find"`: `kt.lr_find` sweeps the head phase (on cached
+            features) and its suggestion is used.
         backbone_lr: learning rate of unfrozen backbone blocks in phase 2
-            (the lowest one, when `layer_decay` is set).
+            (the lowest one, when `layer_decay` is set), or `"find"`:
+            `kt.lr_find` sweeps phase 2 with every rate group scaled together
+            (the backbone starting at a tenth of the head's rate, ratios and
+            `layer_decay` kept) and all groups are scaled by its suggestion.
         layer_decay: if set, rates decay block by block from the head down
             (`head_lr * layer_decay**k`), floored at `backbone_lr`.
         lora_rank: rank of the LoRA adapters for `strategy="lora"`.
@@ -195,6 +232,27 @@ def fine_tune(
         callbacks: extra Keras callbacks for every phase's `fit` (in the
             head phase on cached features they see the head model).
         verbose: Keras `fit` verbosity.
+        monitor: the selection metric, a log name such as `"val_accuracy"`
+            (default) or `"val_loss"`; `loss` in its name means lower is
+            better. Early stopping, `best.keras` checkpoints, the end of
+            every phase (its best epoch) and the model returned (the best
+            across phases) all follow it. Ties on accuracy go to the lower
+            `val_loss`, then to the earlier phase.
+        l2_sp: if set (a number >= 0), L2-SP pulls the pretrained weights
+            that train in phase 2 toward their starting values after every
+            step (`kt.apply_l2_sp`), a guard against catastrophic
+            forgetting.
+        candidates: for `strategy="auto"`: what to try in phase 2, a list of
+            `keras_transfer.search.Candidate`s or names:
+            `"feature_extraction"`, `"fine_tune"` (`unfreeze_top_blocks` at
+            `backbone_lr`), `"full"` (every block, `backbone_lr`,
+            `layer_decay`), `"lora"`, or a name of
+            `keras_transfer.search.default_candidates`. Default: those
+            default candidates (none, 2, half and all blocks; 1e-5 and 1e-4),
+            plus `"lora"` when the backbone has Dense layers to adapt.
+        budget: for `strategy="auto"`: the most phase-2 epochs spent over all
+            candidates together (a positive integer); default: what the
+            halving schedule needs (about twice `fine_tune_epochs`).
 
     Returns:
         A `FineTuneResult`.
@@ -213,6 +271,7 @@ def fine_tune(
     """
     start = time.perf_counter()
     _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr)
+    _validate_choice_options(strategy, monitor, l2_sp, candidates, budget)
     bad = [cb for cb in callbacks or () if not isinstance(cb, keras.callbacks.Callback)]
     if bad:
         raise TypeError(f"`callbacks` must hold keras.callbacks.Callback instances. Received: {bad!r}")
@@ -230,33 +289,36 @@ def fine_tune(
     common = dict(
         loss=loss, metrics=metrics, jit_compile=jit_compile, val_ds=val_ds, early_stopping=early_stopping,
         patience=patience, checkpoint_dir=checkpoint_dir, verbose=verbose, extra_callbacks=list(callbacks or ()),
+        monitor=monitor if val_ds is not None else None,
     )
+    found = {}
     phases = []
     if strategy == "scratch":
         _quietly(unfreeze, model, top_blocks=len(backbone_blocks), train_bn=True)
+        rate = _found_head_lr(model, train_ds, head_lr, opt_kwargs, common, found)
         phases.append(_run_phase(model, "scratch", train_ds, head_epochs + fine_tune_epochs,
-                                 differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs),
+                                 differential_optimizer(model, head_lr=rate, backbone_lr=rate, **opt_kwargs),
                                  rate_model=model, **common))
     else:
         _quietly(freeze, model)
         epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
         phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
-        phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features, common))
-        if strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
-            if strategy == "lora":
-                # Adapters start at zero and are new weights, like the head: they
-                # train at the head's rate (PEFT's usual 1e-4..1e-3), not at the
-                # low rate that protects pretrained weights.
-                model = apply_lora(model, rank=lora_rank)
-                optimizer_ = differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
-            else:
-                top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
-                _quietly(unfreeze, model, top_blocks=top)
-                optimizer_ = differential_optimizer(
-                    model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay, **opt_kwargs
-                )
-            phases.append(_run_phase(model, strategy, train_ds, fine_tune_epochs, optimizer_,
-                                     rate_model=model, **common))
+        phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features,
+                                      common, found))
+        head_lr = found.get("head_lr", head_lr)
+        phase2 = dict(train_ds=train_ds, epochs=fine_tune_epochs, head_lr=head_lr, lora_rank=lora_rank,
+                      l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found)
+        if strategy == "auto" and fine_tune_epochs > 0:
+            chosen = _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay)
+            phases.extend(_search(model, chosen, budget=budget, **phase2))
+        elif strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
+            top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
+            candidate = Candidate(strategy, -1 if strategy == "lora" else top, backbone_lr, layer_decay)
+            phases.append(_run_candidate(model, candidate, phase=strategy, **phase2))
+    best = _best_phase(phases) if val_ds is not None else None
+    if best is not None:
+        model = best["model"]
+        _restore(model, best["snapshot"])
     history = pd.concat([p["history"] for p in phases], ignore_index=True)
     history.insert(1, "epoch", np.arange(1, len(history) + 1))
     first = ["phase", "epoch", "head_lr", "backbone_lr"]
@@ -272,6 +334,7 @@ def fine_tune(
         if not model.compiled:  # the head trained on cached features; the whole model never compiled
             model.compile(loss=loss, metrics=metrics, jit_compile=jit_compile)
         final = {k: float(v) for k, v in model.evaluate(val_ds, verbose=0, return_dict=True).items()}
+    search = next((p["search"] for p in phases if "search" in p), None)
     return FineTuneResult(
         model=model,
         history=history,
@@ -280,6 +343,9 @@ def fine_tune(
         strategy=strategy,
         trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         wall_time=time.perf_counter() - start,
+        best_phase=best["name"] if best is not None else None,
+        search=search,
+        learning_rates=found,
     )
 
 
@@ -351,8 +417,31 @@ def _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora
     if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank <= 0:
         raise ValueError(f"`lora_rank` must be a positive integer. Received: lora_rank={lora_rank!r}")
     for name, value in (("head_lr", head_lr), ("backbone_lr", backbone_lr)):
+        if value == "find":
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+            raise ValueError(f"`{name}` must be a positive number or 'find'. Received: {name}={value!r}")
+
+
+def _validate_choice_options(strategy, monitor, l2_sp, candidates, budget):
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"`monitor` must be the name of a log value, e.g. 'val_accuracy'. Received: monitor={monitor!r}")
+    if l2_sp is not None and (isinstance(l2_sp, bool) or not isinstance(l2_sp, (int, float)) or not l2_sp >= 0):
+        raise ValueError(f"`l2_sp` must be a number >= 0 or None. Received: l2_sp={l2_sp!r}")
+    if l2_sp and strategy in ("scratch", "feature_extraction", "lora"):
+        raise ValueError(
+            f"`l2_sp` pulls pretrained weights that train toward their start; strategy={strategy!r} trains none "
+            f"(use 'fine_tune', 'full' or 'auto'). Received: strategy={strategy!r}, l2_sp={l2_sp!r}"
+        )
+    for name, value in (("candidates", candidates), ("budget", budget)):
+        if value is not None and strategy != "auto":
+            raise ValueError(
+                f"`{name}` is for strategy='auto' only. Received: strategy={strategy!r}, {name}={value!r}"
+            )
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
+        raise ValueError(f"`budget` must be a positive integer (epochs over all candidates). Received: budget={budget!r}")
+    if candidates is not None and (isinstance(candidates, (str, Candidate)) or not len(candidates)):
+        raise ValueError(f"`candidates` must be a non-empty list. Received: candidates={candidates!r}")
 
 
 def _quietly(change_trainable, model, **kwargs):
@@ -430,22 +519,228 @@ def _head_submodel(model):
     return feature_model, keras.Model(head_in, x, name="head")
 
 
-def _run_head_phase(model, phase, train_ds, epochs, head_lr, opt_kwargs, use_cache, common):
+def _run_head_phase(model, phase, train_ds, epochs, head_lr, opt_kwargs, use_cache, common, found):
     if epochs == 0:
-        return {"history": pd.DataFrame(), "paths": {}}
+        return {"name": phase, "history": pd.DataFrame(), "paths": {}, "score": None, "model": model,
+                "snapshot": _snapshot(model)}
     # Built on the whole classifier either way: the head model below shares its
     # layers, so its variables (and their paths) are the classifier's, and the
     # cached and uncached runs get the very same optimizer.
-    optimizer = differential_optimizer(model, head_lr=head_lr, **opt_kwargs)
-    if not use_cache or not _is_simple_chain(model):
-        return _run_phase(model, phase, train_ds, epochs, optimizer, rate_model=model, **common)
-    feature_model, head_model = _head_submodel(model)
-    progress = 0 if common["verbose"] == 0 else 1
-    train_features = _cache_features(feature_model, train_ds, verbose=progress)
-    val_ds = common["val_ds"]
-    val_features = _cache_features(feature_model, val_ds, verbose=progress) if val_ds is not None else None
-    return _run_phase(head_model, phase, train_features, epochs, optimizer, rate_model=model,
-                      **{**common, "val_ds": val_features})
+    optimizer = differential_optimizer(model, head_lr=1e-3 if head_lr == "find" else head_lr, **opt_kwargs)
+    fit_model, val_ds = model, common["val_ds"]
+    if use_cache and _is_simple_chain(model):
+        feature_model, fit_model = _head_submodel(model)
+        progress = 0 if common["verbose"] == 0 else 1
+        train_ds = _cache_features(feature_model, train_ds, verbose=progress)
+        val_ds = _cache_features(feature_model, val_ds, verbose=progress) if val_ds is not None else None
+    if head_lr == "find":
+        found["head_lr"] = _find_rates(fit_model, train_ds, optimizer, common)[0]
+    return _run_phase(fit_model, phase, train_ds, epochs, optimizer, rate_model=model, **{**common, "val_ds": val_ds})
+
+
+def _found_head_lr(model, train_ds, head_lr, opt_kwargs, common, found):
+    """`head_lr`, or for `"find"` the rate `lr_find` suggests for `model` as it is."""
+    if head_lr != "find":
+        return head_lr
+    optimizer = differential_optimizer(model, head_lr=1e-3, backbone_lr=1e-3, **opt_kwargs)
+    found["head_lr"] = _find_rates(model, train_ds, optimizer, common)[0]
+    return found["head_lr"]
+
+
+def _find_rates(model, train_ds, optimizer, common):
+    """Runs `lr_find` with `optimizer` and scales its groups to the suggestion; returns the new rates."""
+    from keras_transfer.lr_finder import lr_find
+
+    model.compile(optimizer=optimizer, loss=common["loss"], metrics=common["metrics"],
+                  jit_compile=common["jit_compile"])
+    sweep = lr_find(model, train_ds, verbose=0 if common["verbose"] == 0 else 1)
+    return sorted(scale_learning_rates(optimizer, sweep.scale), reverse=True)
+
+
+def _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, train_ds, found):
+    """Sets what trains for `candidate` and builds its optimizer. Returns (model, optimizer)."""
+    if candidate.top_blocks == _LORA:
+        # Adapters start at zero and are new weights, like the head: they
+        # train at the head's rate (PEFT's usual 1e-4..1e-3), not at the
+        # low rate that protects pretrained weights.
+        model = apply_lora(model, rank=lora_rank)
+        return model, differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
+    _quietly(freeze, model)
+    if candidate.top_blocks:
+        _quietly(unfreeze, model, top_blocks=candidate.top_blocks)
+    finding = candidate.backbone_lr == "find"
+    backbone_lr = head_lr / 10 if finding else candidate.backbone_lr
+    layer_decay = candidate.layer_decay if candidate.top_blocks else None
+    optimizer = differential_optimizer(model, head_lr=head_lr, backbone_lr=backbone_lr, layer_decay=layer_decay,
+                                       **opt_kwargs)
+    if finding and candidate.top_blocks:
+        found["backbone_lr"] = _find_rates(model, train_ds, optimizer, common)[-1]
+    return model, optimizer
+
+
+def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common,
+                   found, initial_epoch=0, optimizer=None):
+    """Phase 2 for one candidate (depth and rates): returns `_run_phase`'s record."""
+    if optimizer is None:
+        model, optimizer = _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, train_ds, found)
+    anchored = bool(l2_sp) and candidate.top_blocks not in (0, _LORA)
+    if anchored:
+        from keras_transfer.anchoring import apply_l2_sp, remove_l2_sp
+
+        apply_l2_sp(model, l2_sp, optimizer)
+    try:
+        record = _run_phase(model, phase, train_ds, epochs, optimizer, rate_model=model, initial_epoch=initial_epoch,
+                            **common)
+    finally:
+        if anchored:
+            remove_l2_sp(model)
+    return {**record, "optimizer": optimizer}
+
+
+def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay):
+    """`fine_tune`'s `candidates` argument as `Candidate`s (the defaults when None)."""
+    n = sum(not b.is_head for b in get_blocks(model))
+    defaults = default_candidates(n, backbone_lr=None if backbone_lr == 1e-5 else backbone_lr)
+    has_dense = any(isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+                    for b in get_blocks(model) if not b.is_head for layer in b.layers)
+    named = {c.name: c for c in defaults}
+    named.update({
+        "feature_extraction": Candidate("feature_extraction", 0),
+        "fine_tune": Candidate("fine_tune", min(unfreeze_top_blocks, n), backbone_lr, layer_decay),
+        "full": Candidate("full", n, backbone_lr, layer_decay),
+        "lora": Candidate("lora", _LORA),
+    })
+    if candidates is None:
+        return defaults + ([named["lora"]] if has_dense else [])
+    chosen = []
+    for c in candidates:
+        if isinstance(c, Candidate):
+            chosen.append(c)
+        elif isinstance(c, str) and c in named:
+            chosen.append(named[c])
+        else:
+            raise ValueError(
+                f"Unknown candidate in `candidates`: {c!r}. Valid names: {sorted(named)}, or "
+                "keras_transfer.search.Candidate objects."
+            )
+    return chosen
+
+
+def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common, found):
+    """Successive halving over `candidates`, all from the head `model` holds now. Returns one record each."""
+    start = _snapshot(model)
+    state = {}
+    # A search cannot resume a candidate's rung from a checkpoint; it reruns.
+    common = {**common, "checkpoint_dir": None, "early_stopping": False}
+
+    def train(candidate, more):
+        st = state.get(candidate.name)
+        if st is None:
+            target = _copy_model(model) if candidate.top_blocks == _LORA else model
+            _restore(target, start)
+            st = state[candidate.name] = {"model": target, "optimizer": None, "records": [], "done": 0}
+        else:
+            _restore(st["model"], st["records"][-1]["snapshot"])
+            if candidate.top_blocks != _LORA:
+                _set_depth(st["model"], candidate.top_blocks)
+        record = _run_candidate(
+            st["model"], candidate, phase=f"auto:{candidate.name}", train_ds=train_ds, epochs=st["done"] + more,
+            head_lr=head_lr, lora_rank=lora_rank, l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found,
+            initial_epoch=st["done"], optimizer=st["optimizer"],
+        )
+        st["model"], st["optimizer"] = record["model"], record["optimizer"]
+        st["done"] += more
+        st["records"].append(record)
+        best = max((r for r in st["records"] if r["score"] is not None), key=lambda r: r["score"], default=None)
+        return best["score"] if best is not None else (-np.inf,)
+
+    winner, table = successive_halving(candidates, train, max_epochs=epochs, budget=budget,
+                                       verbose=0 if common["verbose"] == 0 else 1)
+    records = []
+    for candidate in candidates:
+        st = state.get(candidate.name)
+        if st is None:
+            continue
+        scored = [r for r in st["records"] if r["score"] is not None]
+        best = max(scored, key=lambda r: r["score"]) if scored else st["records"][-1]
+        records.append({
+            "name": candidate.name, "model": st["model"], "score": best["score"], "snapshot": best["snapshot"],
+            "history": pd.concat([r["history"] for r in st["records"]], ignore_index=True), "paths": {},
+            "top_blocks": candidate.top_blocks,
+        })
+    records[0]["search"] = table.assign(winner=table.candidate == winner.name)
+    return records
+
+
+def _set_depth(model, top_blocks):
+    _quietly(freeze, model)
+    if top_blocks:
+        _quietly(unfreeze, model, top_blocks=top_blocks)
+
+
+def _copy_model(model):
+    """An independent copy of `model`, through a `.keras` file (clone_model misses nested functional backbones)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "copy.keras")
+        model.save(path)
+        return keras.saving.load_model(path, compile=False)
+
+
+def _snapshot(model):
+    """Every variable of `model` with its current value."""
+    return [(v, keras.ops.convert_to_numpy(v)) for v in model.variables]
+
+
+def _restore(model, snapshot):
+    """Puts `snapshot`'s values back; LoRA `B` matrices added since start at zero (the base function)."""
+    known = set()
+    for variable, value in snapshot:
+        variable.assign(value)
+        known.add(id(variable))
+    for variable in model.variables:
+        if id(variable) not in known and variable.path.endswith("lora_b"):
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+
+
+def _score(logs, monitor):
+    """A comparable score (higher is better) of one epoch's logs, or None."""
+    value = (logs or {}).get(monitor)
+    if value is None or not np.isfinite(value):
+        return None
+    primary = -float(value) if "loss" in monitor else float(value)
+    tie = (logs or {}).get("val_loss")
+    if monitor != "val_loss" and tie is not None and np.isfinite(tie):
+        return (primary, -float(tie))
+    return (primary,)
+
+
+def _best_phase(phases):
+    """The phase record with the best score; the earliest among equals. None when none was scored."""
+    best = None
+    for phase in phases:
+        if phase.get("score") is not None and (best is None or phase["score"] > best["score"]):
+            best = phase
+    if best is not None and best.get("top_blocks", _LORA) != _LORA:
+        _set_depth(best["model"], best["top_blocks"])  # a search's winner trains as it did
+    return best
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Snapshots `model` at each best epoch by `monitor`, and goes back to it when training ends."""
+
+    def __init__(self, model, monitor):
+        super().__init__()
+        self.watched, self.monitor = model, monitor
+        self.score, self.snapshot = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = _score(logs, self.monitor)
+        if score is not None and (self.score is None or score > self.score):
+            self.score, self.snapshot = score, _snapshot(self.watched)
+
+    def on_train_end(self, logs=None):
+        if self.snapshot is not None:
+            _restore(self.watched, self.snapshot)
 
 
 def _is_simple_chain(model):
@@ -458,9 +753,17 @@ def _is_simple_chain(model):
 
 
 def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, metrics, jit_compile, val_ds,
-               early_stopping, patience, checkpoint_dir, verbose, extra_callbacks):
+               early_stopping, patience, checkpoint_dir, verbose, extra_callbacks, monitor, initial_epoch=0):
+    """Compiles and fits one phase; it ends at its best epoch by `monitor`.
+
+    Returns a record: `name`, `history`, `paths`, `model`, `score` (of the
+    best epoch, None without validation data) and `snapshot` (the weights
+    the phase ended with).
+    """
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks, paths = [_LearningRateLog(rate_model), *extra_callbacks], {}
+    keep = _KeepBest(rate_model, monitor) if monitor is not None else None
+    mode = "min" if monitor is not None and "loss" in monitor else "max"
     phase_dir = None
     if checkpoint_dir is not None:
         phase_dir = pathlib.Path(checkpoint_dir) / phase
@@ -468,18 +771,24 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
         if done.exists():
             record = json.loads(done.read_text())
             model.load_weights(phase_dir / "final.weights.h5")
-            return {"history": pd.DataFrame(record["history"]), "paths": record["paths"]}
+            history = pd.DataFrame(record["history"])
+            scores = [_score(row, monitor) for row in history.to_dict("records")] if monitor else []
+            scores = [s for s in scores if s is not None]
+            return {"name": phase, "history": history, "paths": record["paths"], "model": rate_model,
+                    "score": max(scores) if scores else None, "snapshot": _snapshot(rate_model)}
         phase_dir.mkdir(parents=True, exist_ok=True)
         # Logged before the backup commits an epoch: a kill between the two
         # repeats that epoch, and the repeat's row replaces the first below.
         callbacks.append(keras.callbacks.CSVLogger(str(phase_dir / "epochs.csv"), append=True))
-        callbacks.extend(checkpoint_callbacks(phase_dir, monitor="val_loss" if val_ds is not None else "loss"))
+        callbacks.extend(checkpoint_callbacks(phase_dir, monitor=monitor or "loss", mode=mode if monitor else "min"))
         paths = {f"{phase}_best": str(phase_dir / "best.keras"), f"{phase}_last": str(phase_dir / "last.keras")}
     if early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience))
+    if keep is not None:
+        callbacks.append(keep)
     # The datasets shuffle themselves (seeded); Keras' own flag does nothing for them.
     fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                    shuffle=False)
+                    shuffle=False, initial_epoch=initial_epoch)
     if phase_dir is not None:
         # A resumed `fit` reports only the epochs it ran; the log has them all.
         history = pd.read_csv(phase_dir / "epochs.csv").drop_duplicates("epoch", keep="last").drop(columns="epoch")
@@ -490,18 +799,21 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     history = history.reset_index(drop=True)
     history.insert(0, "phase", phase)
     if len(history) and not np.isfinite(history["loss"].iloc[-1]):
-        _recover_from_nan(model, phase, paths.get(f"{phase}_best"))
+        _recover_from_nan(model, phase, paths.get(f"{phase}_best"), kept=keep is not None and keep.snapshot is not None)
     if phase_dir is not None:
         model.save_weights(phase_dir / "final.weights.h5")
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"history": history.to_dict(orient="list"), "paths": paths}))
         os.replace(tmp, done)
-    return {"history": history, "paths": paths}
+    return {"name": phase, "history": history, "paths": paths, "model": rate_model,
+            "score": keep.score if keep is not None else None, "snapshot": _snapshot(rate_model)}
 
 
-def _recover_from_nan(model, phase, best_path):
+def _recover_from_nan(model, phase, best_path, kept=False):
     """After `TerminateOnNaN`, go back to the best finite weights there are."""
-    if best_path is not None and pathlib.Path(best_path).exists():
+    if kept:
+        how = "restored the best checkpoint, the phase's best epoch (kept in memory)"
+    elif best_path is not None and pathlib.Path(best_path).exists():
         model.load_weights(best_path)
         how = f"restored the best checkpoint {best_path}"
     else:

@@ -1,0 +1,220 @@
+"""Choosing depth and rates by trial: the halving schedule on its own, `strategy="auto"`, best across phases."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import keras_transfer as kt
+from keras_transfer import data, demo
+from keras_transfer.search import Candidate, default_candidates, plot_search, successive_halving
+
+pytestmark = pytest.mark.core
+
+
+def _counting_trainer(quality):
+    """Scores grow with epochs at a per-candidate speed known in advance; spent epochs are counted."""
+    spent = {}
+
+    def train(candidate, epochs):
+        spent[candidate] = spent.get(candidate, 0) + epochs
+        return quality[candidate] * spent[candidate]
+
+    return train, spent
+
+
+def test_halving_keeps_the_known_best_candidate_and_spends_the_schedule():
+    quality = {"a": 0.10, "b": 0.40, "c": 0.30, "d": 0.20, "e": 0.05}
+    train, spent = _counting_trainer(quality)
+    winner, table = successive_halving(list(quality), train, max_epochs=6)
+    # rung 0: all 5 to 1 epoch, keep 3 (b, c, d); rung 1: to 2 epochs, keep 2 (b, c); rung 2: to 4, keep b;
+    # then b alone to 6.
+    assert winner == "b"
+    assert spent == {"a": 1, "b": 6, "c": 4, "d": 2, "e": 1}
+    assert table.epochs.sum() == sum(spent.values()) == 14
+    assert list(table.rung) == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3]
+    assert table[~table.kept].candidate.tolist() == ["a", "e", "d", "c"]
+
+
+def test_halving_budget_bounds_the_epochs_spent():
+    quality = {"a": 0.10, "b": 0.40, "c": 0.30, "d": 0.20}
+    for budget in (1, 3, 5, 7, 100):
+        train, spent = _counting_trainer(quality)
+        winner, table = successive_halving(list(quality), train, max_epochs=5, budget=budget)
+        assert sum(spent.values()) == table.epochs.sum() == min(budget, 4 + 2 + 3)
+        # Out of budget, the best candidate scored so far wins.
+        assert winner == max(spent, key=lambda c: quality[c] * spent[c])
+    train, spent = _counting_trainer(quality)
+    assert successive_halving(list(quality), train, max_epochs=5, budget=3)[0] == "b"
+
+
+def test_halving_with_eta_3_and_verbose(capsys):
+    quality = {name: q for name, q in zip("abcdefg", [0.1, 0.2, 0.7, 0.4, 0.5, 0.3, 0.6])}
+    train, spent = _counting_trainer(quality)
+    winner, _ = successive_halving(list(quality), train, max_epochs=9, eta=3, verbose=1)
+    assert winner == "c"
+    # rung 0 keeps ceil(7/3) = 3 (c, g, e); rung 1 (3 epochs) keeps c; c runs to 9.
+    assert spent == {"a": 1, "b": 1, "c": 9, "d": 1, "e": 3, "f": 1, "g": 3}
+    assert "rung 0: c" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(candidates=[]), "`candidates` must be a non-empty list. Received: candidates=[]"),
+        (dict(budget=0), "`budget` must be a positive integer (epochs) or None. Received: budget=0"),
+        (dict(budget=-2), "Received: budget=-2"),
+        (dict(max_epochs=0), "`max_epochs` must be an integer >= 1. Received: max_epochs=0"),
+        (dict(min_epochs=3, max_epochs=2), "Received: min_epochs=3, max_epochs=2"),
+        (dict(eta=1), "`eta` must be an integer >= 2. Received: eta=1"),
+        (dict(candidates=["a", "a"]), "distinct names. Received names: ['a', 'a']"),
+    ],
+)
+def test_halving_rejects_bad_arguments(kwargs, message):
+    args = {**dict(candidates=["a", "b"], train=lambda c, e: 0.0, max_epochs=2), **kwargs}
+    with pytest.raises(ValueError) as error:
+        successive_halving(args.pop("candidates"), args.pop("train"), **args)
+    assert message in str(error.value)
+
+
+def test_default_candidates_span_none_to_all_blocks():
+    names = [c.name for c in default_candidates(18)]
+    assert names == ["feature_extraction", "top_2@1e-05", "top_9@1e-04", "all_18@1e-04_decay0.8"]
+    # With one block, depth cannot spread: the rates still do.
+    assert [c.name for c in default_candidates(1)] == ["feature_extraction", "all_1@1e-05", "all_1@1e-04",
+                                                       "all_1@1e-04_decay0.8"]
+    assert {c.backbone_lr for c in default_candidates(5, backbone_lr="find")[1:]} == {"find"}
+    with pytest.raises(ValueError, match="Received: num_backbone_blocks=0"):
+        default_candidates(0)
+
+
+def test_plot_search_draws_one_line_per_candidate():
+    table = pd.DataFrame({"candidate": ["a", "b", "a"], "total_epochs": [1, 1, 2],
+                          "score": [(0.5, -1.0), (0.4, -1.2), (0.6, -0.9)]})
+    figure = plot_search(table)
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a", "b"]
+    np.testing.assert_array_equal(lines[0].get_ydata(), [0.5, 0.6])
+    with pytest.raises(ValueError, match="columns"):
+        plot_search(pd.DataFrame({"x": [1]}))
+
+
+# --- fine_tune ----------------------------------------------------------------------------
+
+
+def _shapes():
+    """Fresh, identically seeded datasets (a reused shuffled dataset reshuffles differently).
+
+    Call it after `_backbone()`: tf.data derives its shuffle seed from the global seed too.
+    """
+    x_train, y_train = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
+    x_val, y_val = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=4)
+    return (data.from_arrays(x_train, y_train, batch_size=16, shuffle=True, seed=0),
+            data.from_arrays(x_val, y_val, batch_size=32))
+
+
+def _backbone():
+    keras.utils.clear_session()  # also resets Keras' global seed generator, so two runs start alike
+    keras.utils.set_random_seed(7)
+    return demo.build_demo_backbone()
+
+
+def _weights(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+class _Sabotage(keras.callbacks.Callback):
+    """Makes phase 2 worse by construction: negates the head's logits before every phase-2 epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model.name != "head":  # phase 1 fits the head model on cached features
+            kernel = self.model.get_layer("head_logits").kernel
+            kernel.assign(-kernel)
+
+
+def test_a_phase_that_gets_worse_hands_back_the_head_phase_exactly():
+    backbone = _backbone()
+    train_ds, val_ds = _shapes()
+    head_only = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=3, fine_tune_epochs=0,
+                             head_lr=0.03, early_stopping=False, verbose=0)
+    backbone = _backbone()
+    train_ds, val_ds = _shapes()
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=3, fine_tune_epochs=2,
+                          head_lr=0.03, early_stopping=False, callbacks=[_Sabotage()], verbose=0)
+    assert result.best_phase == "head"
+    phase2 = result.history[result.history.phase == "fine_tune"]
+    assert phase2.val_accuracy.max() < result.history[result.history.phase == "head"].val_accuracy.max()
+    for before, after in zip(_weights(head_only.model), _weights(result.model)):
+        np.testing.assert_array_equal(before, after)
+    assert result.metrics["accuracy"] == pytest.approx(head_only.metrics["accuracy"])
+
+
+def test_each_phase_ends_at_its_best_epoch_by_monitor():
+    train_ds, val_ds = _shapes()
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=4, fine_tune_epochs=0,
+                          early_stopping=False, monitor="val_loss", verbose=0)
+    best = result.history.val_loss.min()
+    assert result.metrics["loss"] == pytest.approx(best, rel=1e-5)
+
+
+def test_auto_runs_successive_halving_from_one_head():
+    train_ds, val_ds = _shapes()
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=3,
+                          strategy="auto", verbose=0)
+    search = result.search
+    # demo_convnet: stem, block1..3, top = 5 backbone blocks; it has a Dense layer, so LoRA is a candidate.
+    names = ["feature_extraction", "top_2@1e-05", "top_2@1e-04", "all_5@1e-04_decay0.8", "lora"]
+    assert list(dict.fromkeys(search.candidate)) == names
+    # 5 candidates x 1 epoch; 3 to 2 epochs; 2 to 3 epochs (max); 1 runs on to 3: 5 + 3 + 2 = 10 epochs.
+    assert search.epochs.sum() == 10
+    winner = search[search.winner]
+    assert winner.candidate.nunique() == 1 and winner.total_epochs.max() == 3
+    assert result.best_phase in ["head"] + names
+    phases = list(dict.fromkeys(result.history.phase))
+    assert phases[0] == "head" and all(p.startswith("auto:") for p in phases[1:])
+    assert len(result.history) == 1 + 10
+    figure = result.plot_search()
+    assert len(figure.axes[0].get_lines()) == 5
+
+
+def test_auto_budget_and_named_candidates():
+    train_ds, val_ds = _shapes()
+    candidates = ["feature_extraction", "full", Candidate("deep_slow", 3, 1e-5)]
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=4,
+                          strategy="auto", candidates=candidates, budget=4, verbose=0)
+    assert result.search.epochs.sum() == 4
+    assert list(dict.fromkeys(result.search.candidate)) == ["feature_extraction", "full", "deep_slow"]
+
+
+def test_auto_returns_the_best_model_it_saw():
+    train_ds, val_ds = _shapes()
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                          strategy="auto", candidates=["feature_extraction", "full"], verbose=0)
+    scored = result.history.dropna(subset=["val_accuracy"])
+    best = scored.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
+    assert result.metrics["accuracy"] == pytest.approx(best.val_accuracy)
+    assert result.metrics["loss"] == pytest.approx(best.val_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(strategy="auto", budget=0), "`budget` must be a positive integer (epochs over all candidates). "
+                                          "Received: budget=0"),
+        (dict(strategy="auto", candidates=[]), "`candidates` must be a non-empty list. Received: candidates=[]"),
+        (dict(strategy="auto", candidates=["deepest"]), "Unknown candidate in `candidates`: 'deepest'. Valid names:"),
+        (dict(strategy="fine_tune", budget=3), "`budget` is for strategy='auto' only. "
+                                               "Received: strategy='fine_tune', budget=3"),
+        (dict(strategy="full", candidates=["full"]), "`candidates` is for strategy='auto' only."),
+        (dict(monitor=""), "`monitor` must be the name of a log value"),
+        (dict(l2_sp=-1.0), "`l2_sp` must be a number >= 0 or None. Received: l2_sp=-1.0"),
+        (dict(strategy="feature_extraction", l2_sp=0.1), "Received: strategy='feature_extraction', l2_sp=0.1"),
+        (dict(head_lr="fast"), "`head_lr` must be a positive number or 'find'. Received: head_lr='fast'"),
+    ],
+)
+def test_fine_tune_rejects_bad_choice_options(kwargs, message):
+    train_ds, val_ds = _shapes()
+    with pytest.raises(ValueError) as error:
+        kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1, verbose=0,
+                     **kwargs)
+    assert message in str(error.value)
