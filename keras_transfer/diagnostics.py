@@ -6,8 +6,11 @@ shift. These functions measure each of them, block by block:
 
 - `probe_blocks`: how linearly decodable the target labels are from the pooled
   features after each block (a linear probe per block).
-- `suggest_unfreeze`: reads the probe curve and says how many top blocks to
-  unfreeze, and why; `kt.unfreeze(model, top_blocks=s.top_blocks)` applies it.
+- `bn_shift`: how far the target's activation statistics are from the
+  source's, at every BatchNormalization layer (which stores the source's).
+- `suggest_unfreeze`: reads the probe curve and the BatchNorm shift and says
+  how far to unfreeze (none, a few top blocks, most), and why;
+  `kt.unfreeze(model, top_blocks=s.top_blocks)` applies it.
 - `domain_shift`: how far the target's feature distribution is from the
   source's after each block (MMD, with a null reference and a p-value).
 - `negative_transfer`: pretrained start vs scratch start at an equal budget.
@@ -116,9 +119,29 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
     return table
 
 
+# How far to unfreeze, in three classes; `Suggestion.depth_class` is one of them.
+DEPTH_CLASSES = ("none", "few", "most")
+
+# Thresholds on the median, over the backbone's blocks, of `bn_shift`'s block
+# shift (Gaussian KL per channel). Calibrated on ImageNet MobileNetV2
+# (torchvision weights) at 160x160 px, up to 300 shuffled images per split:
+# hymenoptera_data (ants/bees, photos like ImageNet's; fine-tuning adds
+# nothing) gave 0.053 (train) and 0.050 (val), the same photos in greyscale
+# 0.055 and at 40% contrast 0.050; neu_steel_defects (steel-surface
+# close-ups; fine-tuning every block beats feature extraction) gave 0.108
+# (train) and 0.105 (val). Photos with channels swapped (0.066) or inverted
+# (0.071) land between; blurred to 40x40 px, 0.088. The median, not the mean:
+# MobileNetV2's top blocks are shifted on every target at 160 px (block_16:
+# 0.28 to 0.34 on all of these), and would dominate a mean.
+NEAR_SHIFT = 0.06
+FAR_SHIFT = 0.08
+# Blocks a "few" answer unfreezes when only the shift asks for them (fine_tune's default).
+FEW_TOP_BLOCKS = 2
+
+
 @dataclasses.dataclass
 class Suggestion:
-    """How far to unfreeze, read off a probe table by `suggest_unfreeze`.
+    """How far to unfreeze, read by `suggest_unfreeze` off the probe curve and the BatchNorm shift.
 
     Attributes:
         top_blocks: backbone blocks to unfreeze from the top (0: keep the
@@ -126,11 +149,19 @@ class Suggestion:
             `kt.unfreeze(model, top_blocks=...)` or `fine_tune(...,
             unfreeze_top_blocks=...)`.
         from_block: the lowest block to unfreeze (None when `top_blocks` is
-            0); the same choice for `kt.unfreeze(model, from_block=...)`.
+            0 or the block names are unknown); the same choice for
+            `kt.unfreeze(model, from_block=...)`.
         peak_block: the highest block whose probe accuracy is within
             `tolerance` of the best.
-        reason: the advice, in words.
+        reason: the advice and its evidence, in words.
         table: the probe table it was read from.
+        depth_class: `"none"` (feature extraction), `"few"` (a few top
+            blocks) or `"most"` (most or all blocks).
+        strategy: the matching `fine_tune` strategy: `"feature_extraction"`,
+            `"fine_tune"` (the top `top_blocks`) or `"full"` (every block).
+        shift: the `bn_shift` table it read (None when the shift was not
+            measured).
+        shift_level: the median block shift of `shift` (None without it).
     """
 
     top_blocks: int
@@ -138,31 +169,58 @@ class Suggestion:
     peak_block: str
     reason: str
     table: pd.DataFrame
+    depth_class: str = None
+    strategy: str = None
+    shift: pd.DataFrame = None
+    shift_level: float = None
+
+    @property
+    def fine_tune_kwargs(self):
+        """The advice as `kt.fine_tune` arguments: `fine_tune(model, ..., **s.fine_tune_kwargs)`."""
+        return {"strategy": self.strategy, "unfreeze_top_blocks": self.top_blocks}
 
     def __str__(self):
         return self.reason
 
 
-def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tolerance=0.02, **probe_kwargs):
-    """Suggests how many top blocks to unfreeze, from where probe accuracy stops rising.
+def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tolerance=0.02, shift_table=None,
+                     evidence="auto", **probe_kwargs):
+    """Suggests how far to unfreeze: none, a few top blocks, or most of the backbone, and why.
 
-    Linear-probe accuracy along the blocks shows where the features the
-    target needs live. The peak is the highest block whose probe accuracy is
-    within `tolerance` of the best block's. Blocks above the peak only lose
-    target information (they are specific to the source task), so they are
-    the ones to unfreeze: if accuracy keeps rising to the top, nothing needs
-    unfreezing (feature extraction, perhaps the top block at a low rate); if
-    it peaks in the middle and falls after, unfreeze from the block after the
-    peak.
+    Two pieces of evidence, each seeing what the other cannot:
+
+    - The linear-probe curve (`probe_blocks`) shows where the features the
+      target needs live. The peak is the highest block whose probe accuracy
+      is within `tolerance` of the best; blocks above it only lose target
+      information (they are specific to the source task), so they are the
+      ones to unfreeze. A probe cannot see what fine-tuning would gain.
+    - The BatchNorm shift (`bn_shift`): how far the target's activation
+      statistics are from the source's, which the BatchNorm layers store.
+      A target far from the source (median block shift at least
+      `FAR_SHIFT`) runs every block off the distribution it was trained on:
+      unfreeze all blocks (`strategy="full"`, at low per-block rates). A
+      moderate shift (at least `NEAR_SHIFT`) unfreezes a few top blocks.
+
+    The answer is the deeper of the two: `"none"` when the probe rises to the
+    top and the shift is small; `"few"` when the probe peaks in the upper
+    half or the shift is moderate; `"most"` when the probe peaks in the lower
+    half or the shift is far. With a probe table alone (or a backbone without
+    BatchNorm), the class comes from the probe curve alone.
 
     Args:
         probe_table_or_backbone: a table from `probe_blocks`, or a backbone
             to probe (then pass `train_ds` and `val_ds`).
-        train_ds, val_ds: data for `probe_blocks` when a backbone is given.
+        train_ds, val_ds: data for `probe_blocks` (and `bn_shift`, on
+            `train_ds`) when a backbone is given.
         tolerance: accuracy differences up to this are treated as equal (a
             fraction in [0, 1)); larger values unfreeze fewer blocks.
+        shift_table: a table from `bn_shift`, to read with a probe table.
+        evidence: with a backbone, `"auto"` (the probe, plus the BatchNorm
+            shift when the backbone has BatchNorm layers), `"probe"` (the
+            probe alone) or `"bn_shift"` (both; an error without BatchNorm).
         **probe_kwargs: other `probe_blocks` arguments (`blocks`,
-            `batch_size`, `max_examples`, `verbose`).
+            `batch_size`, `max_examples`, `verbose`); `bn_shift` gets the
+            same ones.
 
     Returns:
         A `Suggestion`.
@@ -175,43 +233,92 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     ...                       "params": [10, 20, 40, 80],
     ...                       "probe_accuracy": [0.6, 0.9, 0.7, 0.65]})
     >>> s = kt.suggest_unfreeze(table)
-    >>> s.top_blocks, s.from_block
-    (2, 'block2')
+    >>> s.top_blocks, s.from_block, s.depth_class
+    (2, 'block2', 'few')
+    >>> rising = table.assign(probe_accuracy=[0.6, 0.7, 0.8, 0.9])
+    >>> far = pd.DataFrame({"block": ["stem", "block1", "block2", "top"], "depth": [0, 1, 2, 3],
+    ...                     "shift": [0.2, 0.1, 0.12, 0.3]})
+    >>> s = kt.suggest_unfreeze(rising, shift_table=far)
+    >>> s.depth_class, s.top_blocks, s.from_block, s.strategy
+    ('most', 4, 'stem', 'full')
     """
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
         raise ValueError(f"`tolerance` must be a number in [0, 1). Received: tolerance={tolerance!r}")
+    if evidence not in ("auto", "probe", "bn_shift"):
+        raise ValueError(
+            f"`evidence` must be one of ['auto', 'probe', 'bn_shift']. Received: evidence={evidence!r}"
+        )
     if isinstance(probe_table_or_backbone, pd.DataFrame):
-        if train_ds is not None or val_ds is not None or probe_kwargs:
+        if train_ds is not None or val_ds is not None or probe_kwargs or evidence != "auto":
             raise ValueError(
-                "Pass either a probe table, or a backbone with `train_ds` and `val_ds`; data and probe "
-                "arguments are only used with a backbone."
+                "Pass either a probe table (and optionally `shift_table`), or a backbone with `train_ds` "
+                "and `val_ds`; data, `evidence` and probe arguments are only used with a backbone."
             )
         table = probe_table_or_backbone
-        needed = {"block", "depth", "blocks_above", "probe_accuracy"}
-        if not needed <= set(table.columns) or table.empty:
-            raise ValueError(
-                "`probe_table_or_backbone` must be a non-empty table from `probe_blocks`, with columns "
-                f"{sorted(needed)}. Received columns: {list(table.columns)}"
-            )
+        _check_table(table, {"block", "depth", "blocks_above", "probe_accuracy"}, "probe_table_or_backbone",
+                     "probe_blocks")
+        if shift_table is not None:
+            _check_table(shift_table, {"block", "depth", "shift"}, "shift_table", "bn_shift")
     else:
+        if shift_table is not None:
+            raise ValueError("`shift_table` goes with a probe table; with a backbone, `suggest_unfreeze` "
+                             "measures the shift itself.")
         if train_ds is None or val_ds is None:
             raise ValueError(
                 "With a backbone, `suggest_unfreeze` probes it and needs `train_ds` and `val_ds`. "
                 f"Received: train_ds={_short(train_ds)}, val_ds={_short(val_ds)}"
             )
         table = probe_blocks(probe_table_or_backbone, train_ds, val_ds, **probe_kwargs)
+        if evidence == "bn_shift" or (
+                evidence == "auto" and _bn_layers(probe_table_or_backbone, probe_kwargs.get("blocks"))):
+            shift_kwargs = {k: v for k, v in probe_kwargs.items() if v is not None}
+            shift_table = bn_shift(probe_table_or_backbone, train_ds, **shift_kwargs)
     table = table.sort_values("depth", ignore_index=True)
     accuracy = table.probe_accuracy.to_numpy(dtype=float)
     best = int(np.argmax(accuracy))
     peak = int(np.flatnonzero(accuracy >= accuracy[best] - tolerance)[-1])
     peak_row = table.iloc[peak]
-    top_blocks = int(peak_row.blocks_above)
+    probe_top = int(peak_row.blocks_above)
+    # Any row knows the backbone's size: blocks below it, itself, blocks above it.
+    total = int(table.depth.iloc[0] + table.blocks_above.iloc[0] + 1)
     names = table.attrs.get("backbone_blocks")
     if names is None and list(table.depth) == list(range(len(table))) and table.blocks_above.iloc[-1] == 0:
         names = list(table.block)
-    from_block = names[len(names) - top_blocks] if top_blocks and names else None
-    reason = _reason(table, peak, top_blocks, from_block, tolerance)
-    return Suggestion(top_blocks, from_block, str(peak_row.block), reason, table)
+    probe_class = _depth_class(probe_top, total)
+    if shift_table is None:
+        top_blocks, depth_class, level = probe_top, probe_class, None
+        from_block = names[len(names) - top_blocks] if top_blocks and names else None
+        reason = _reason(table, peak, top_blocks, from_block, tolerance) + (
+            f" Depth class {depth_class!r} from the probe alone (no BatchNorm statistics were compared)."
+        )
+    else:
+        shift_table = shift_table.sort_values("depth", ignore_index=True)
+        level = float(np.median(shift_table["shift"].to_numpy(dtype=float)))
+        shift_class = "most" if level >= FAR_SHIFT else "few" if level >= NEAR_SHIFT else "none"
+        depth_class = max(probe_class, shift_class, key=DEPTH_CLASSES.index)
+        if depth_class == probe_class:
+            top_blocks = probe_top
+        else:
+            top_blocks = total if depth_class == "most" else min(FEW_TOP_BLOCKS, total)
+        from_block = names[len(names) - top_blocks] if top_blocks and names else None
+        reason = _reason_with_shift(table, peak, probe_top, tolerance, shift_table, level, depth_class,
+                                    top_blocks, total, from_block)
+    strategy = "feature_extraction" if top_blocks == 0 else "full" if top_blocks == total else "fine_tune"
+    return Suggestion(top_blocks, from_block, str(peak_row.block), reason, table, depth_class, strategy,
+                      shift_table, level)
+
+
+def _check_table(table, needed, name, producer):
+    if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns) or table.empty:
+        columns = list(table.columns) if isinstance(table, pd.DataFrame) else type(table).__name__
+        raise ValueError(
+            f"`{name}` must be a non-empty table from `{producer}`, with columns {sorted(needed)}. "
+            f"Received columns: {columns}"
+        )
+
+
+def _depth_class(top_blocks, total):
+    return "none" if top_blocks == 0 else "few" if 2 * top_blocks <= total else "most"
 
 
 def _reason(table, peak, top_blocks, from_block, tolerance):
@@ -237,6 +344,169 @@ def _reason(table, peak, top_blocks, from_block, tolerance):
     if peak == 0 and len(table) > 1:
         text += "; the target differs from the source even in the lowest block: check `negative_transfer`"
     return text + "."
+
+
+def _reason_with_shift(table, peak, probe_top, tolerance, shift, level, depth_class, top_blocks, total,
+                       from_block):
+    where = f", from {from_block!r}" if from_block else ""
+    verdict = {
+        "none": "Keep the backbone frozen and train the head (depth class 'none': feature extraction, "
+                "top_blocks=0)",
+        "few": f"Unfreeze a few top blocks (depth class 'few': top_blocks={top_blocks}{where}, "
+               f"strategy='fine_tune')",
+        "most": f"Unfreeze most of the backbone (depth class 'most': top_blocks={top_blocks} of {total}{where}, "
+                + ("strategy='full', at low per-block rates)" if top_blocks == total else "strategy='fine_tune')"),
+    }[depth_class]
+    values = shift["shift"].to_numpy(dtype=float)
+    high, low = int(np.argmax(values)), int(np.argmin(values))
+    distance = "far from" if level >= FAR_SHIFT else "moderately far from" if level >= NEAR_SHIFT else "close to"
+    shift_text = (
+        f"the target's activation statistics are {distance} the source's that the BatchNorm layers store: "
+        f"median block shift {level:.3f} (mean Gaussian KL per channel; below {NEAR_SHIFT:g} counts as near, "
+        f"{FAR_SHIFT:g} and above as far), highest at {shift.block.iloc[high]!r} ({values[high]:.3f}), lowest "
+        f"at {shift.block.iloc[low]!r} ({values[low]:.3f})"
+    )
+    acc = table.probe_accuracy.to_numpy(dtype=float)
+    curve = ", ".join(f"{b} {a:.2f}" for b, a in zip(table.block, acc))
+    if probe_top == 0:
+        probe_text = f"probe accuracy keeps rising to the top block ({curve})"
+        probe_text += (", so the pretrained features suit the target as they are" if depth_class == "none" else
+                       ", but a linear probe of frozen features cannot see what fine-tuning gains on a shifted "
+                       "target")
+    else:
+        probe_text = (
+            f"probe accuracy peaks at {table.block.iloc[peak]!r} ({acc[peak]:.2f}) and falls to {acc[-1]:.2f} "
+            f"at the top ({curve}; differences under {tolerance:.2f} count as equal): the {probe_top} "
+            f"block(s) above the peak are specific to the source task"
+        )
+    if depth_class == "none":
+        tail = "; unfreezing the top block at a low learning rate is the most to try"
+    elif depth_class == "most" and level >= FAR_SHIFT:
+        tail = "; every block runs off the distribution it was trained on, so every block should adapt"
+    else:
+        tail = ""
+    return f"{verdict}: {shift_text}; {probe_text}{tail}."
+
+
+# --- BatchNorm statistics shift --------------------------------------------------
+
+
+def bn_shift(backbone, target_ds, *, blocks=None, max_examples=500, batch_size=32, per_layer=False, verbose=1):
+    """Measures, block by block, how far the target's activation statistics are from the source's.
+
+    A pretrained BatchNormalization layer stores the source's per-channel
+    mean and variance of its input (`moving_mean`, `moving_variance`). One
+    pass of the target data through the backbone (in inference mode, as a
+    frozen backbone runs) gives the target's per-channel mean `mu_t` and
+    variance `var_t` of the same inputs, over examples and positions (each
+    example weighs the same). Per channel, the shift is the KL divergence
+    between the Gaussians N(mu_t, var_t + eps) and N(mu_s, var_s + eps)
+    (`eps` the layer's epsilon, which BatchNorm adds to the variance too):
+
+        shift = mean_shift + var_shift
+        mean_shift = (mu_t - mu_s)**2 / (2 (var_s + eps))
+        var_shift = (r - 1 - log r) / 2,  r = (var_t + eps) / (var_s + eps)
+
+    It is exactly 0 when the statistics match, grows with the mean offset in
+    units of the source's standard deviation and with the variance ratio
+    either way, and has no scale: it reads the same at every layer. It is
+    averaged over channels, then over a block's BatchNorm layers.
+
+    Args:
+        backbone: a `keras.Model` or `kt.Backbone` with BatchNormalization
+            layers (top-level layers of its blocks).
+        target_ds: target data: `(x, y)` arrays, arrays `x`, or a dataset of
+            `(x, y)` batches, preprocessed for the backbone (labels are
+            ignored). Shuffle a dataset sorted by class.
+        blocks: block names to measure; default every backbone block.
+        max_examples: examples used; at least 1.
+        batch_size: batch size of the pass for array inputs.
+        per_layer: if True, one row per BatchNormalization layer instead of
+            per block, with its `layer` name and `channels`.
+        verbose: 0 silent, 1 a progress bar.
+
+    Returns:
+        A `pandas.DataFrame`, one row per block that has BatchNormalization
+        layers, from input to output: `block`, `depth` (index among the
+        backbone blocks), `bn_layers`, `shift`, `mean_shift`, `var_shift`.
+        `table.attrs["backbone_blocks"]` lists every backbone block.
+
+    Example:
+
+    >>> import numpy as np, keras, keras_transfer as kt
+    >>> inputs = keras.Input((2,))
+    >>> x = keras.layers.BatchNormalization(name="stem_bn")(inputs)
+    >>> backbone = keras.Model(inputs, x, name="demo_convnet")
+    >>> x = np.array([[1.0, 2.0], [-1.0, 4.0]] * 8)  # mean (0, 3), variance (1, 1)
+    >>> backbone.get_layer("stem_bn").set_weights(
+    ...     [np.ones(2), np.zeros(2), np.array([0.0, 3.0]), np.ones(2)])
+    >>> kt.bn_shift(backbone, x, verbose=0)[["block", "bn_layers", "shift"]].round(6).values.tolist()
+    [['stem', 1, 0.0]]
+    """
+    model, chosen, names = _resolve_blocks(backbone, blocks)
+    _check_positive_int("max_examples", max_examples)
+    _check_positive_int("batch_size", batch_size)
+    found = [(block, depth, layer) for block, depth in zip(chosen, _depths(chosen, names))
+             for layer in block.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not found:
+        raise ValueError(
+            f"`bn_shift` needs BatchNormalization layers, which store the source's activation statistics; "
+            f"`backbone` {model.name!r} has none in blocks {[b.name for b in chosen]}. Without BatchNorm "
+            f"(e.g. a LayerNorm transformer), compare with source data (`kt.domain_shift`) or use the probe "
+            f"alone (`kt.suggest_unfreeze(..., evidence='probe')`)."
+        )
+    outputs = [_channel_moments(layer) for _, _, layer in found]
+    stats_model = keras.Model(_graph_of(model, chosen).input, [t for pair in outputs for t in pair],
+                              name="bn_statistics")
+    moments, _ = _collect(stats_model, target_ds, "target_ds", batch_size, max_examples, verbose, labels=False)
+    rows = []
+    for (block, depth, layer), means, variances in zip(found, moments[::2], moments[1::2]):
+        means, variances = means.astype("float64"), variances.astype("float64")
+        mu_t = means.mean(0)
+        # Law of total variance: within examples (over positions) plus between examples.
+        var_t = variances.mean(0) + np.square(means - mu_t).mean(0)
+        mu_s = keras.ops.convert_to_numpy(layer.moving_mean).astype("float64")
+        var_s = keras.ops.convert_to_numpy(layer.moving_variance).astype("float64")
+        mean_part, var_part = _gaussian_kl_parts(mu_t, var_t, mu_s, var_s, float(layer.epsilon))
+        rows.append({"block": block.name, "depth": depth, "layer": layer.name, "channels": mu_t.size,
+                     "shift": float(np.mean(mean_part + var_part)), "mean_shift": float(np.mean(mean_part)),
+                     "var_shift": float(np.mean(var_part))})
+    table = pd.DataFrame(rows)
+    if not per_layer:
+        table = table.groupby(["block", "depth"], sort=False, as_index=False).agg(
+            bn_layers=("layer", "size"), shift=("shift", "mean"), mean_shift=("mean_shift", "mean"),
+            var_shift=("var_shift", "mean"))
+    table = table.sort_values("depth", kind="stable", ignore_index=True)
+    table.attrs["backbone_blocks"] = names
+    return table
+
+
+def _gaussian_kl_parts(mu_t, var_t, mu_s, var_s, epsilon):
+    """KL(N(mu_t, var_t + eps) || N(mu_s, var_s + eps)) per channel, as (mean part, variance part)."""
+    denominator = var_s + epsilon
+    mean_part = 0.5 * np.square(mu_t - mu_s) / denominator
+    # r - 1 - log r with r = 1 + d, written so that it is exactly 0 at d = 0.
+    d = (var_t - var_s) / denominator
+    return mean_part, 0.5 * (d - np.log1p(d))
+
+
+def _channel_moments(layer):
+    """Symbolic per-example, per-channel mean and variance (over positions) of a BatchNorm layer's input."""
+    x = keras.ops.cast(layer.input, "float32")
+    rank = len(x.shape)
+    channel = layer.axis % rank
+    positions = tuple(a for a in range(1, rank) if a != channel)
+    if not positions:
+        return x, keras.ops.zeros_like(x)
+    mean = keras.ops.mean(x, axis=positions, keepdims=True)
+    variance = keras.ops.mean(keras.ops.square(x - mean), axis=positions)
+    return keras.ops.squeeze(mean, axis=positions), variance
+
+
+def _bn_layers(backbone, blocks):
+    """Whether the chosen blocks of the backbone hold BatchNormalization layers."""
+    _, chosen, _ = _resolve_blocks(backbone, blocks)
+    return any(isinstance(layer, keras.layers.BatchNormalization) for b in chosen for layer in b.layers)
 
 
 # --- domain shift ---------------------------------------------------------------

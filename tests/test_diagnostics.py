@@ -6,6 +6,9 @@ pass the label information on, a zero block destroys it, and a ReLU top block
 creates features a linear probe needs (XOR).
 """
 
+import os
+import pathlib
+
 import keras
 import numpy as np
 import pandas as pd
@@ -204,6 +207,261 @@ def test_suggest_unfreeze_errors_name_the_argument():
         kt.suggest_unfreeze(pd.DataFrame({"a": [1]}))
     with pytest.raises(ValueError, match="needs `train_ds` and `val_ds`"):
         kt.suggest_unfreeze(chain(EYE, EYE, ZEROS, EYE))
+
+
+# --- bn_shift ---------------------------------------------------------------------------
+
+EPS = 1e-3
+
+
+def bn_chain(channels=3, spatial=True, epsilon=EPS):
+    """`stem_bn` on the input, an identity `block1_conv`, then `block1_bn`: two BatchNorm blocks."""
+    shape = (4, 4, channels) if spatial else (channels,)
+    inputs = keras.Input(shape)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, name="stem_bn")(inputs)
+    x = keras.layers.Dense(channels, use_bias=False, name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, name="block1_bn")(x)
+    model = keras.Model(inputs, x, name="demo_convnet")
+    model.get_layer("block1_conv").set_weights([np.eye(channels)])
+    return model
+
+
+def set_bn(model, name, mean, variance):
+    mean, variance = np.asarray(mean, "float32"), np.asarray(variance, "float32")
+    model.get_layer(name).set_weights([np.ones_like(mean), np.zeros_like(mean), mean, variance])
+
+
+def exact_sample(mean, variance, n=24, seed=0, spatial=True):
+    """Inputs whose per-channel sample mean and (population) variance over examples and positions are exact."""
+    mean, variance = np.asarray(mean, "float64"), np.asarray(variance, "float64")
+    z = np.random.default_rng(seed).normal(size=(n, 4, 4, len(mean)) if spatial else (n, len(mean)))
+    axes = tuple(range(z.ndim - 1))
+    z = (z - z.mean(axes)) / z.std(axes)
+    return mean + np.sqrt(variance) * z
+
+
+MU_S, VAR_S = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 1.0])
+
+
+def matched_bn_chain():
+    """`bn_chain` whose both BatchNorm layers store exactly the statistics of `exact_sample(MU_S, VAR_S)`."""
+    model = bn_chain()
+    set_bn(model, "stem_bn", MU_S, VAR_S)
+    # stem_bn's output is (x - mu) / sqrt(var + eps): mean 0, variance var / (var + eps).
+    set_bn(model, "block1_bn", np.zeros(3), VAR_S / (VAR_S + EPS))
+    return model
+
+
+def hand_kl(mu_t, var_t, mu_s, var_s, eps=EPS):
+    """The textbook KL(N(mu_t, var_t + eps) || N(mu_s, var_s + eps)), averaged over channels."""
+    p, q = var_t + eps, var_s + eps
+    return float(np.mean(0.5 * (np.log(q / p) + (p + (mu_t - mu_s) ** 2) / q - 1)))
+
+
+@pytest.mark.core
+def test_bn_shift_is_zero_when_the_target_matches_the_stored_statistics():
+    table = kt.bn_shift(matched_bn_chain(), exact_sample(MU_S, VAR_S).astype("float32"), verbose=0)
+    assert list(table.columns) == ["block", "depth", "bn_layers", "shift", "mean_shift", "var_shift"]
+    assert table.block.tolist() == ["stem", "block1"]
+    assert table.depth.tolist() == [0, 1] and table.bn_layers.tolist() == [1, 1]
+    np.testing.assert_allclose(table[["shift", "mean_shift", "var_shift"]].to_numpy(), 0.0, atol=1e-6)
+    assert table.attrs["backbone_blocks"] == ["stem", "block1"]
+
+
+@pytest.mark.core
+def test_bn_shift_equals_the_gaussian_kl_computed_by_hand():
+    model = bn_chain()
+    set_bn(model, "stem_bn", MU_S, VAR_S)
+    set_bn(model, "block1_bn", np.zeros(3), np.ones(3))
+    mu_t, var_t = np.array([2.0, -2.0, 0.0]), np.array([9.0, 0.25, 0.5])
+    table = kt.bn_shift(model, (exact_sample(mu_t, var_t).astype("float32"), np.zeros(24)), per_layer=True,
+                        verbose=0)
+    assert list(table.columns) == ["block", "depth", "layer", "channels", "shift", "mean_shift", "var_shift"]
+    assert table.layer.tolist() == ["stem_bn", "block1_bn"] and table.channels.tolist() == [3, 3]
+    stem = table.iloc[0]
+    assert stem["shift"] == pytest.approx(hand_kl(mu_t, var_t, MU_S, VAR_S), rel=1e-5)
+    assert stem["mean_shift"] == pytest.approx(np.mean(0.5 * (mu_t - MU_S) ** 2 / (VAR_S + EPS)), rel=1e-5)
+    assert stem["shift"] == pytest.approx(stem["mean_shift"] + stem["var_shift"])
+    # block1_bn sees stem_bn's output: mean (mu_t - mu_s) / sqrt(var_s + eps), variance var_t / (var_s + eps).
+    scale = np.sqrt(VAR_S + EPS)
+    expected = hand_kl((mu_t - MU_S) / scale, var_t / scale**2, np.zeros(3), np.ones(3))
+    assert table.iloc[1]["shift"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.core
+def test_bn_shift_grows_with_a_mean_offset_and_with_a_scale_change_either_way():
+    model = matched_bn_chain()
+
+    def stem_shift(offset_in_sd=0.0, scale=1.0):
+        x = exact_sample(MU_S + offset_in_sd * np.sqrt(VAR_S), scale**2 * VAR_S).astype("float32")
+        return kt.bn_shift(model, x, blocks=["stem"], verbose=0).iloc[0]
+
+    offsets = [stem_shift(offset_in_sd=k) for k in (0.0, 0.5, 1.0, 2.0)]
+    # A pure mean offset of k source standard deviations: k^2 / 2 (eps shrinks it slightly).
+    np.testing.assert_allclose([row["mean_shift"] for row in offsets],
+                               [0.5 * k**2 * np.mean(VAR_S / (VAR_S + EPS)) for k in (0.0, 0.5, 1.0, 2.0)],
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([row["var_shift"] for row in offsets], 0.0, atol=1e-6)
+    wider = [stem_shift(scale=s)["shift"] for s in (1.0, 1.5, 2.0, 3.0)]
+    narrower = [stem_shift(scale=s)["shift"] for s in (1.0, 0.7, 0.5, 0.25)]
+    for shifts in ([row["shift"] for row in offsets], wider, narrower):
+        assert shifts[0] < 1e-6 and np.all(np.diff(shifts) > 0)
+    r = (4 * VAR_S + EPS) / (VAR_S + EPS)
+    assert wider[2] == pytest.approx(np.mean(0.5 * (r - 1 - np.log(r))), rel=1e-5)
+
+
+@pytest.mark.core
+def test_bn_shift_reads_features_without_positions_and_skips_blocks_without_batchnorm():
+    inputs = keras.Input((2,))
+    x = keras.layers.Dense(2, name="stem_dense")(inputs)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.Dense(2, name="top_dense")(x)
+    model = keras.Model(inputs, x, name="demo_convnet")
+    model.get_layer("stem_dense").set_weights([np.eye(2), np.zeros(2)])
+    set_bn(model, "block1_bn", [0.0, 3.0], [1.0, 1.0])
+    x = np.array([[1.0, 2.0], [-1.0, 4.0]] * 8, "float32")
+    table = kt.bn_shift(model, x, verbose=0)
+    assert table.block.tolist() == ["block1"] and table.depth.tolist() == [1]
+    assert table["shift"].iloc[0] < 1e-7
+    # max_examples: the first 2 examples still average to (0, 3) with variance (1, 1).
+    assert kt.bn_shift(model, x + [0.0, 1.0], max_examples=2, verbose=0)["mean_shift"].iloc[0] == \
+        pytest.approx(0.5 * 0.5 / (1 + 1e-3))
+
+
+def test_bn_shift_on_a_dataset_matches_arrays():
+    import tensorflow as tf
+
+    model = matched_bn_chain()
+    x = exact_sample(MU_S + 1.0, 2 * VAR_S).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(24))).batch(5)
+    pd.testing.assert_frame_equal(kt.bn_shift(model, ds, verbose=0), kt.bn_shift(model, x, verbose=0),
+                                  rtol=1e-6)
+
+
+@pytest.mark.core
+def test_bn_shift_errors_name_what_is_missing():
+    x = exact_sample(MU_S, VAR_S).astype("float32")
+    with pytest.raises(ValueError, match="`bn_shift` needs BatchNormalization layers.*'demo_convnet' has none in "
+                                         r"blocks \['stem', 'block1', 'block2', 'top'\].*evidence='probe'"):
+        kt.bn_shift(chain(EYE, EYE, ZEROS, EYE), gaussian(8, 0))
+    with pytest.raises(ValueError, match="`max_examples` must be a positive integer. Received: max_examples=0"):
+        kt.bn_shift(matched_bn_chain(), x, max_examples=0)
+    with pytest.raises(ValueError, match=r"Unknown blocks in `blocks`: \['top'\]"):
+        kt.bn_shift(matched_bn_chain(), x, blocks=["top"])
+    with pytest.raises(TypeError, match="`target_ds` must be .x, y. arrays or a dataset"):
+        kt.bn_shift(matched_bn_chain(), "images/", verbose=0)
+
+
+# --- suggest_unfreeze with the BatchNorm shift ---------------------------------------------
+
+RISING = pd.DataFrame({"block": ["stem", "block1", "block2", "block3", "top"], "depth": [0, 1, 2, 3, 4],
+                       "blocks_above": [4, 3, 2, 1, 0], "probe_accuracy": [0.5, 0.6, 0.7, 0.8, 0.9]})
+
+
+def shift_table(*values):
+    return pd.DataFrame({"block": RISING.block, "depth": RISING.depth, "shift": values})
+
+
+@pytest.mark.core
+def test_the_shift_level_sets_the_depth_class_when_the_probe_rises_to_the_top():
+    near = kt.suggest_unfreeze(RISING, shift_table=shift_table(0.1, 0.03, 0.02, 0.05, 0.3))
+    moderate = kt.suggest_unfreeze(RISING, shift_table=shift_table(0.1, 0.07, 0.06, 0.07, 0.3))
+    far = kt.suggest_unfreeze(RISING, shift_table=shift_table(0.2, 0.1, 0.09, 0.1, 0.3))
+    # Medians 0.05, 0.07 and 0.1 against NEAR_SHIFT 0.06 and FAR_SHIFT 0.08.
+    assert (near.depth_class, near.top_blocks, near.from_block, near.strategy) == \
+        ("none", 0, None, "feature_extraction")
+    assert (moderate.depth_class, moderate.top_blocks, moderate.from_block, moderate.strategy) == \
+        ("few", 2, "block3", "fine_tune")
+    assert (far.depth_class, far.top_blocks, far.from_block, far.strategy) == ("most", 5, "stem", "full")
+    assert [s.shift_level for s in (near, moderate, far)] == pytest.approx([0.05, 0.07, 0.1])
+    assert far.fine_tune_kwargs == {"strategy": "full", "unfreeze_top_blocks": 5}
+    assert near.reason.startswith("Keep the backbone frozen") and "median block shift 0.050" in near.reason
+    assert "close to the source's" in near.reason and "keeps rising to the top block" in near.reason
+    assert "moderately far" in moderate.reason and "top_blocks=2, from 'block3'" in moderate.reason
+    assert far.reason.startswith("Unfreeze most of the backbone") and "median block shift 0.100" in far.reason
+    assert "highest at 'top' (0.300), lowest at 'block2' (0.090)" in far.reason
+    assert "cannot see what fine-tuning gains" in far.reason
+    assert "stem 0.50, block1 0.60" in far.reason
+
+
+@pytest.mark.core
+def test_the_deeper_of_probe_and_shift_wins():
+    peaked = RISING.assign(probe_accuracy=[0.5, 0.6, 0.9, 0.7, 0.7])
+    low_shift = shift_table(0.01, 0.01, 0.01, 0.01, 0.01)
+    few = kt.suggest_unfreeze(peaked, shift_table=low_shift)
+    assert (few.depth_class, few.top_blocks, few.from_block, few.peak_block) == ("few", 2, "block3", "block2")
+    assert "peaks at 'block2' (0.90)" in few.reason and "close to the source's" in few.reason
+    from_stem = kt.suggest_unfreeze(RISING.assign(probe_accuracy=[0.9, 0.6, 0.6, 0.6, 0.6]), shift_table=low_shift)
+    assert (from_stem.depth_class, from_stem.top_blocks, from_stem.strategy) == ("most", 4, "fine_tune")
+    # The probe's 2 blocks exceed the 'few' default, and a moderate shift keeps them.
+    moderate = kt.suggest_unfreeze(peaked, shift_table=shift_table(0.07, 0.07, 0.07, 0.07, 0.07))
+    assert (moderate.depth_class, moderate.top_blocks) == ("few", 2)
+    far = kt.suggest_unfreeze(peaked, shift_table=shift_table(0.2, 0.2, 0.2, 0.2, 0.2))
+    assert (far.depth_class, far.top_blocks, far.from_block) == ("most", 5, "stem")
+
+
+@pytest.mark.core
+def test_a_probe_table_alone_gives_the_old_answer_and_a_class_from_it():
+    table = RISING.assign(probe_accuracy=[0.6, 0.9, 0.7, 0.65, 0.6])
+    s = kt.suggest_unfreeze(table)
+    assert (s.top_blocks, s.from_block, s.depth_class, s.strategy) == (3, "block2", "most", "fine_tune")
+    assert s.shift is None and s.shift_level is None
+    assert "from the probe alone" in s.reason
+    assert kt.suggest_unfreeze(RISING).depth_class == "none"
+    assert kt.suggest_unfreeze(RISING.assign(probe_accuracy=[0.6, 0.7, 0.8, 0.9, 0.8])).depth_class == "few"
+
+
+def matched_dense_bn_backbone(x):
+    """Identity Dense blocks with BatchNorm after each, storing exactly the statistics of `x`."""
+    inputs = keras.Input((4,))
+    h = inputs
+    for name in ("stem", "block1", "top"):
+        h = keras.layers.Dense(4, use_bias=False, name=f"{name}_dense")(h)
+        h = keras.layers.BatchNormalization(epsilon=EPS, name=f"{name}_bn")(h)
+    model = keras.Model(inputs, h, name="demo_convnet")
+    mean, var = x.astype("float64").mean(0), x.astype("float64").var(0)
+    for name in ("stem", "block1", "top"):
+        model.get_layer(f"{name}_dense").set_weights([np.eye(4)])
+        set_bn(model, f"{name}_bn", mean, var)
+        mean, var = np.zeros(4), var / (var + EPS)
+    return model
+
+
+@pytest.mark.core
+def test_suggest_unfreeze_measures_the_shift_of_a_batchnorm_backbone_itself():
+    (train_x, train_y), val = split(low_level_task(200, 0), 100)
+    backbone = matched_dense_bn_backbone(train_x)
+    near = kt.suggest_unfreeze(backbone, (train_x, train_y), val, verbose=0)
+    assert (near.depth_class, near.top_blocks) == ("none", 0)
+    assert near.shift.block.tolist() == ["stem", "block1", "top"] and near.shift_level < 1e-6
+    # Every feature moved by 3 source standard deviations: shift ~ 9/2 per channel, far.
+    sd = train_x.std(0)
+    far = kt.suggest_unfreeze(backbone, (train_x + 3 * sd, train_y), (val[0] + 3 * sd, val[1]), verbose=0)
+    assert (far.depth_class, far.top_blocks, far.from_block, far.strategy) == ("most", 3, "stem", "full")
+    var = train_x.astype("float64").var(0)
+    assert far.shift["shift"].iloc[0] == pytest.approx(4.5 * np.mean(var / (var + EPS)), rel=1e-5)
+    classifier = kt.build_classifier(backbone, num_classes=2)
+    states = kt.trainable_summary(kt.unfreeze(classifier, top_blocks=far.top_blocks)).state.tolist()
+    assert states == ["partial"] * 3 + ["trainable"]  # BatchNorm stays frozen inside trainable blocks
+    probe_only = kt.suggest_unfreeze(backbone, (train_x + 3 * sd, train_y), val, evidence="probe", verbose=0)
+    assert (probe_only.depth_class, probe_only.shift) == ("none", None)
+
+
+@pytest.mark.core
+def test_suggest_unfreeze_shift_errors_name_the_argument():
+    with pytest.raises(ValueError, match="`evidence` must be one of \\['auto', 'probe', 'bn_shift'\\]. "
+                                         "Received: evidence='trial'"):
+        kt.suggest_unfreeze(RISING, evidence="trial")
+    with pytest.raises(ValueError, match="`shift_table` must be a non-empty table from `bn_shift`, with columns "
+                                         "\\['block', 'depth', 'shift'\\]. Received columns: \\['block'\\]"):
+        kt.suggest_unfreeze(RISING, shift_table=pd.DataFrame({"block": ["stem"]}))
+    with pytest.raises(ValueError, match="`shift_table` goes with a probe table"):
+        kt.suggest_unfreeze(chain(EYE, EYE, ZEROS, EYE), shift_table=shift_table(0, 0, 0, 0, 0))
+    with pytest.raises(ValueError, match="data, `evidence` and probe arguments are only used with a backbone"):
+        kt.suggest_unfreeze(RISING, evidence="probe")
+    train, val = split(low_level_task(40, seed=0), 20)
+    with pytest.raises(ValueError, match="`bn_shift` needs BatchNormalization layers"):
+        kt.suggest_unfreeze(chain(EYE, EYE, ZEROS, EYE), train, val, evidence="bn_shift", verbose=0)
 
 
 # --- domain_shift ----------------------------------------------------------------------
@@ -410,3 +668,38 @@ def test_diagnose_imagenet_mobilenet_v2_on_ants_and_bees(mobilenet_weights, hyme
     assert probe["top"] >= 0.85 and probe["top"] - probe["stem"] >= 0.15
     assert "Suggestion: unfreeze top_blocks=0" in out
     assert "Domain shift" in out and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the depth class on real near and far domains -------------------------------------------
+
+SHARED = pathlib.Path(os.environ.get("KERAS_TRANSFER_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared"))
+STEEL = SHARED / "assets" / "neu_steel_defects"
+
+
+@pytest.fixture
+def steel_dir():
+    """Path of the real steel-surface defect photos (far from ImageNet); skips when ../shared is absent."""
+    if not STEEL.exists():
+        pytest.skip(f"real assets not found at {STEEL}")
+    return STEEL
+
+
+@pytest.mark.slow
+@pytest.mark.large
+def test_imagenet_mobilenet_v2_unfreezes_nothing_on_ants_and_bees_and_most_on_steel(
+        mobilenet_weights, hymenoptera_dir, steel_dir):
+    backbone = kt.get_backbone("mobilenet_v2", weights=str(mobilenet_weights), input_shape=(160, 160, 3),
+                               pooling=None)
+    answers = {}
+    for name, root in (("near", hymenoptera_dir), ("far", steel_dir)):
+        train, val = (kt.data.from_directory(root / split_name, image_size=(160, 160), batch_size=32,
+                                             preprocess=backbone.preprocess, shuffle=True, seed=0)
+                      for split_name in ("train", "val"))
+        answers[name] = kt.suggest_unfreeze(backbone, train, val, max_examples=300, verbose=0)
+    near, far = answers["near"], answers["far"]
+    assert near.depth_class in ("none", "few") and near.top_blocks <= 2
+    assert far.depth_class == "most" and far.strategy == "full" and far.top_blocks == 18
+    # Measured: median block shift 0.053 on ants/bees and 0.108 on steel.
+    assert near.shift_level < kt.diagnostics.NEAR_SHIFT < kt.diagnostics.FAR_SHIFT < far.shift_level
+    assert far.shift_level > 1.5 * near.shift_level
+    assert "median block shift" in far.reason
