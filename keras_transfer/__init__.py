@@ -49,12 +49,24 @@ from keras_transfer import data  # noqa: E402
 from keras_transfer.data import cache_features  # noqa: E402
 from keras_transfer.callbacks import GradualUnfreezing, checkpoint_callbacks  # noqa: E402
 from keras_transfer.evaluation import Evaluation, evaluate, plot_confusion, plot_history  # noqa: E402
+from keras_transfer.search import Candidate  # noqa: E402
 from keras_transfer.workflow import FineTuneResult, build_classifier, export, fine_tune  # noqa: E402
 from keras_transfer.diagnostics import (  # noqa: E402
+    bn_shift,
     domain_shift,
     forgetting,
     negative_transfer,
     probe_blocks,
     suggest_unfreeze,
 )
+from keras_transfer.anchoring import (  # noqa: E402
+    PullToPretrained,
+    WiseFTResult,
+    apply_l2_sp,
+    interpolate_weights,
+    remove_l2_sp,
+    wise_ft,
+)
+from keras_transfer.lr_finder import LRFinderResult, lr_find  # noqa: E402
+from keras_transfer.ranking import logme, logme_blocks, rank_backbones  # noqa: E402
 from keras_transfer.version import __version__  # noqa: E402

@@ -882,7 +882,9 @@ def _extract(model, source, verbose):
     with tqdm(total=total if total >= 0 else None, desc="caching features", unit="batch",
               disable=not verbose) as bar:
         for images, batch_labels in source.as_numpy_iterator():
-            features.append(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
+            # `predict`, not `predict_on_batch`: under a MirroredStrategy the latter runs
+            # the whole batch on every replica and returns one copy per replica.
+            features.append(keras.ops.convert_to_numpy(model.predict(images, batch_size=len(images), verbose=0)))
             labels.append(batch_labels)
             bar.update(1)
     if not features:

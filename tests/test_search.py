@@ -1,5 +1,10 @@
 """Choosing depth and rates by trial: the halving schedule on its own, `strategy="auto"`, best across phases."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pandas as pd
@@ -10,6 +15,7 @@ from keras_transfer import data, demo
 from keras_transfer.search import Candidate, default_candidates, plot_search, successive_halving
 
 pytestmark = pytest.mark.core
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _counting_trainer(quality):
@@ -218,3 +224,72 @@ def test_fine_tune_rejects_bad_choice_options(kwargs, message):
         kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1, verbose=0,
                      **kwargs)
     assert message in str(error.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute.MirroredStrategy")
+def test_auto_and_best_across_phases_under_a_two_replica_mirrored_strategy():
+    # A fresh process: logical devices must be set before TensorFlow initialises.
+    script = textwrap.dedent(
+        """
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np
+        import keras_transfer as kt
+        from keras_transfer import data, demo
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        keras.utils.set_random_seed(7)
+        x, y = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
+        xv, yv = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=4)
+        train_ds = data.from_arrays(x, y, batch_size=16, shuffle=True, seed=0)
+        val_ds = data.from_arrays(xv, yv, batch_size=32)
+        with strategy.scope():
+            backbone = demo.build_demo_backbone()
+            result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                                  strategy="auto", candidates=["feature_extraction", "full", "lora"], verbose=0)
+        assert result.search.epochs.sum() == 3 + 2 + 0, result.search
+        scored = result.history.dropna(subset=["val_accuracy"])
+        best = scored.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
+        np.testing.assert_allclose(result.metrics["accuracy"], best.val_accuracy)
+        np.testing.assert_allclose(result.metrics["loss"], best.val_loss, rtol=1e-4)
+        print("OK", result.best_phase)
+        """
+    )
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("OK")
+
+
+def _top_kernel(model):
+    backbone = model.get_layer("demo_convnet") if model.name != "demo_convnet" else model
+    return keras.ops.convert_to_numpy(backbone.get_layer("top_dense").kernel)
+
+
+def test_l2_sp_with_a_huge_weight_keeps_fine_tuned_blocks_at_their_pretrained_values():
+    pretrained = _top_kernel(_backbone())
+    # Without validation data nothing is selected: the model is phase 2's last epoch.
+    for l2_sp, moved in ((1e9, False), (None, True)):
+        backbone = _backbone()
+        train_ds, _ = _shapes()
+        result = kt.fine_tune(backbone, train_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                              backbone_lr=1e-2, l2_sp=l2_sp, verbose=0)
+        assert result.best_phase is None
+        assert (not np.array_equal(_top_kernel(result.model), pretrained)) == moved
+    # The anchors are gone once fine_tune returns.
+    assert all(v.constraint is None for v in result.model.trainable_variables)
+
+
+def test_learning_rates_found_by_lr_find_are_used_and_reported():
+    backbone = _backbone()
+    train_ds, val_ds = _shapes()
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                          head_lr="find", backbone_lr="find", verbose=0)
+    found = result.learning_rates
+    assert set(found) == {"head_lr", "backbone_lr"}
+    assert 1e-7 < found["backbone_lr"] < found["head_lr"] <= 10.0
+    assert result.history.head_lr.iloc[0] == pytest.approx(found["head_lr"])
+    assert result.history.backbone_lr.iloc[1] == pytest.approx(found["backbone_lr"])
