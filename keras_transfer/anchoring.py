@@ -51,7 +51,7 @@ import pandas as pd
 from keras import ops
 
 from keras_transfer.blocks import get_blocks
-from keras_transfer.diagnostics import _collect, forgetting
+from keras_transfer.diagnostics import _as_model, _collect, _matched_backbone_weights, _short, forgetting
 from keras_transfer.optimizers import describe_learning_rates
 
 
@@ -273,7 +273,13 @@ def interpolate_weights(fine_tuned, pretrained, alpha):
     _as_model(pretrained, "pretrained")
     if not _is_number(alpha) or not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}")
-    pairs, _ = _matched_backbone_weights(fine_tuned, pretrained, "fine_tuned", "pretrained")
+    pairs, unmatched = _matched_backbone_weights(fine_tuned, pretrained, "fine_tuned", "pretrained")
+    if unmatched:
+        warnings.warn(
+            f"`pretrained` has no twin of {len(unmatched)} backbone layer(s) of `fine_tuned` (kept as fine-tuned): "
+            f"{unmatched[:5]}{' ...' if len(unmatched) > 5 else ''}",
+            stacklevel=2,
+        )
     if not pairs:
         raise ValueError(
             "`fine_tuned` and `pretrained` share no backbone weights (matched by block and layer name). "
@@ -422,49 +428,6 @@ def wise_ft(fine_tuned, pretrained, val_ds, *, alphas=(0, 0.25, 0.5, 0.75, 1.0),
 # --- internals ---------------------------------------------------------------------
 
 
-def _matched_backbone_weights(model, reference, name="model", reference_name="reference"):
-    """Pairs each backbone weight of `model` with the same weight of `reference`.
-
-    Blocks and layers are matched by name (the head of either model is
-    skipped). A layer both hold must hold weights of the same shapes. Returns
-    `(pairs, unmatched)`: `(model variable, reference variable)` pairs, and
-    the paths of `model`'s backbone layers with weights that `reference`
-    lacks. `kt.forgetting`'s weight copy is this matching plus an assign.
-    """
-    reference_model = _as_model(reference, reference_name)
-    spec = getattr(reference, "spec", None)
-    reference_blocks = {b.name: b for b in get_blocks(reference_model, spec=spec) if not b.is_head}
-    pairs, unmatched = [], []
-    for block in get_blocks(model):
-        if block.is_head:
-            continue
-        twin_block = reference_blocks.get(block.name)
-        layers = {layer.name: layer for layer in twin_block.layers} if twin_block else {}
-        for layer in block.layers:
-            if not layer.weights:
-                continue
-            twin = layers.get(layer.name)
-            if twin is None:
-                unmatched.append(f"{block.name}/{layer.name}")
-                continue
-            shapes = [tuple(w.shape) for w in layer.weights]
-            twin_shapes = [tuple(w.shape) for w in twin.weights]
-            if shapes != twin_shapes:
-                raise ValueError(
-                    f"Layer {layer.name!r} of block {block.name!r} has weights of shapes {shapes} in `{name}` "
-                    f"but {twin_shapes} in `{reference_name}`. If it carries LoRA adapters, merge them first "
-                    "(`kt.merge_lora`)."
-                )
-            pairs.extend(zip(layer.weights, twin.weights))
-    if unmatched:
-        warnings.warn(
-            f"`{reference_name}` has no twin of {len(unmatched)} backbone layer(s) of `{name}` (kept as in "
-            f"`{name}`): {unmatched[:5]}{' ...' if len(unmatched) > 5 else ''}",
-            stacklevel=3,
-        )
-    return pairs, unmatched
-
-
 def _mix(pretrained, fine_tuned, alpha):
     """(1 - alpha) * pretrained + alpha * fine_tuned, exact at alpha 0 and 1 and where both agree."""
     mixed = (1.0 - alpha) * pretrained.astype("float64") + alpha * fine_tuned.astype("float64")
@@ -477,16 +440,6 @@ def _check_model(value, name):
         raise TypeError(f"`{name}` must be a keras.Model. Received: {name}={_short(value)}")
 
 
-def _as_model(value, name):
-    model = getattr(value, "model", value)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{name}` must be a keras.Model or a kt.Backbone. Received: {name}={_short(value)} "
-            f"of type {type(value).__name__}"
-        )
-    return model
-
-
 def _dtype_of(w):
     dtype = getattr(w, "dtype", None)
     return keras.backend.standardize_dtype(dtype) if dtype is not None else keras.config.floatx()
@@ -496,8 +449,3 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and not (
         isinstance(value, float) and math.isnan(value)
     )
-
-
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

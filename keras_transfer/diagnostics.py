@@ -870,36 +870,53 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
 
 def _copy_backbone_weights(source, target):
     """Copies `source`'s backbone-block weights into `target`, layer by layer, by name."""
-    source_blocks = {b.name: b for b in get_blocks(source) if not b.is_head}
-    copied = 0
-    for block in get_blocks(target):
+    pairs, unmatched = _matched_backbone_weights(target, source, "model_before", "model_after")
+    if unmatched:
+        raise ValueError(
+            f"`model_after` has no twin of these backbone layers of the source model: {unmatched[:5]}"
+            f"{' ...' if len(unmatched) > 5 else ''}. Its backbone blocks: "
+            f"{[b.name for b in get_blocks(source) if not b.is_head]}"
+        )
+    for variable, twin in pairs:
+        variable.assign(twin)
+    return len({v.path.rsplit("/", 1)[0] for v, _ in pairs})  # layers copied
+
+
+def _matched_backbone_weights(model, reference, name="model", reference_name="reference"):
+    """Pairs each backbone weight of `model` with the same weight of `reference`.
+
+    Blocks and layers are matched by name (the head of either model is
+    skipped). A layer both hold must hold weights of the same shapes. Returns
+    `(pairs, unmatched)`: `(model variable, reference variable)` pairs, and
+    the `block/layer` names of `model`'s backbone layers with weights that
+    `reference` lacks.
+    """
+    reference_model = _as_model(reference, reference_name)
+    spec = getattr(reference, "spec", None)
+    reference_blocks = {b.name: b for b in get_blocks(reference_model, spec=spec) if not b.is_head}
+    pairs, unmatched = [], []
+    for block in get_blocks(model):
         if block.is_head:
             continue
-        if block.name not in source_blocks:
-            raise ValueError(
-                f"`model_after` has no block {block.name!r} of the source model. "
-                f"Its backbone blocks: {list(source_blocks)}"
-            )
-        layers = {layer.name: layer for layer in source_blocks[block.name].layers}
+        twin_block = reference_blocks.get(block.name)
+        layers = {layer.name: layer for layer in twin_block.layers} if twin_block else {}
         for layer in block.layers:
             if not layer.weights:
                 continue
             twin = layers.get(layer.name)
             if twin is None:
-                raise ValueError(
-                    f"`model_after` has no layer {layer.name!r} in block {block.name!r}. "
-                    f"Layers there: {sorted(layers)}"
-                )
+                unmatched.append(f"{block.name}/{layer.name}")
+                continue
             shapes = [tuple(w.shape) for w in layer.weights]
             twin_shapes = [tuple(w.shape) for w in twin.weights]
             if shapes != twin_shapes:
                 raise ValueError(
-                    f"Layer {layer.name!r} of `model_after` has weights of shapes {twin_shapes}, the source "
-                    f"model's has {shapes} (merge LoRA adapters first: `kt.merge_lora`)."
+                    f"Layer {layer.name!r} of `{reference_name}` has weights of shapes {twin_shapes}, `{name}`'s "
+                    f"has {shapes} (block {block.name!r}). If it carries LoRA adapters, merge them first "
+                    "(`kt.merge_lora`)."
                 )
-            layer.set_weights(twin.get_weights())
-            copied += 1
-    return copied
+            pairs.extend(zip(layer.weights, twin.weights))
+    return pairs, unmatched
 
 
 # --- features: one pass, every block -------------------------------------------------

@@ -275,7 +275,7 @@ def test_weights_equal_in_both_models_stay_exact():
 def test_a_lora_layer_is_a_shape_mismatch_that_names_merge_lora():
     pretrained, tuned = pair(batch_norm=False)
     kt.apply_lora(tuned, rank=2, targets=["top"])
-    with pytest.raises(ValueError, match=r"'top_dense' of block 'top'.*kt.merge_lora"):
+    with pytest.raises(ValueError, match=r"'top_dense' of `pretrained`.*block 'top'.*kt.merge_lora"):
         kt.interpolate_weights(tuned, pretrained, 0.5)
 
 
