@@ -164,32 +164,37 @@ def test_each_phase_ends_at_its_best_epoch_by_monitor():
 
 
 def test_auto_runs_successive_halving_from_one_head():
+    backbone = _backbone()
     train_ds, val_ds = _shapes()
-    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=3,
+    result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=3,
                           strategy="auto", verbose=0)
     search = result.search
     # demo_convnet: stem, block1..3, top = 5 backbone blocks; it has a Dense layer, so LoRA is a candidate.
-    names = ["feature_extraction", "top_2@1e-05", "top_2@1e-04", "all_5@1e-04_decay0.8", "lora"]
+    # Feature extraction is the head phase run for the whole budget (on cached features), not a halving candidate.
+    names = ["top_2@1e-05", "top_2@1e-04", "all_5@1e-04_decay0.8", "lora"]
     assert list(dict.fromkeys(search.candidate)) == names
-    # 5 candidates x 1 epoch; 3 to 2 epochs; 2 to 3 epochs (max); 1 runs on to 3: 5 + 3 + 2 = 10 epochs.
-    assert search.epochs.sum() == 10
+    # 4 candidates x 1 epoch; 2 to 2 epochs; 1 runs on to 3: 4 + 2 + 1 = 7 epochs.
+    assert list(search.epochs) == [1, 1, 1, 1, 1, 1, 1]
+    assert list(search.rung) == [0, 0, 0, 0, 1, 1, 2]
     winner = search[search.winner]
     assert winner.candidate.nunique() == 1 and winner.total_epochs.max() == 3
-    assert result.best_phase in ["head"] + names
+    assert result.best_phase in ["feature_extraction"] + names
     phases = list(dict.fromkeys(result.history.phase))
-    assert phases[0] == "head" and all(p.startswith("auto:") for p in phases[1:])
-    assert len(result.history) == 1 + 10
+    assert phases[0] == "feature_extraction" and all(p.startswith("auto:") for p in phases[1:])
+    assert list(result.history.phase).count("feature_extraction") == 1 + 3
+    assert len(result.history) == 4 + 7
     figure = result.plot_search()
-    assert len(figure.axes[0].get_lines()) == 5
+    assert len(figure.axes[0].get_lines()) == 4
 
 
 def test_auto_budget_and_named_candidates():
     train_ds, val_ds = _shapes()
     candidates = ["feature_extraction", "full", Candidate("deep_slow", 3, 1e-5)]
     result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=4,
-                          strategy="auto", candidates=candidates, budget=4, verbose=0)
+                          strategy="auto", candidates=candidates, budget=4, early_stopping=False, verbose=0)
     assert result.search.epochs.sum() == 4
-    assert list(dict.fromkeys(result.search.candidate)) == ["feature_extraction", "full", "deep_slow"]
+    assert list(dict.fromkeys(result.search.candidate)) == ["full", "deep_slow"]
+    assert list(result.history.phase).count("feature_extraction") == 1 + 4
 
 
 def test_auto_returns_the_best_model_it_saw():
@@ -249,7 +254,7 @@ def test_auto_and_best_across_phases_under_a_two_replica_mirrored_strategy():
             backbone = demo.build_demo_backbone()
             result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
                                   strategy="auto", candidates=["feature_extraction", "full", "lora"], verbose=0)
-        assert result.search.epochs.sum() == 3 + 2 + 0, result.search
+        assert result.search.epochs.sum() == 2 + 1, result.search
         scored = result.history.dropna(subset=["val_accuracy"])
         best = scored.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
         np.testing.assert_allclose(result.metrics["accuracy"], best.val_accuracy)
