@@ -125,17 +125,21 @@ DEPTH_CLASSES = ("none", "few", "most")
 # Thresholds on the median, over the backbone's blocks, of `bn_shift`'s block
 # shift (Gaussian KL per channel). Calibrated on ImageNet MobileNetV2
 # (torchvision weights) at 160x160 px, up to 300 shuffled images per split:
-# hymenoptera_data (ants/bees, photos like ImageNet's; fine-tuning adds
-# nothing) gave 0.053 (train) and 0.050 (val), the same photos in greyscale
-# 0.055 and at 40% contrast 0.050; neu_steel_defects (steel-surface
-# close-ups; fine-tuning every block beats feature extraction) gave 0.108
-# (train) and 0.105 (val). Photos with channels swapped (0.066) or inverted
-# (0.071) land between; blurred to 40x40 px, 0.088. The median, not the mean:
-# MobileNetV2's top blocks are shifted on every target at 160 px (block_16:
-# 0.28 to 0.34 on all of these), and would dominate a mean.
-NEAR_SHIFT = 0.06
+# hymenoptera_data (ants/bees, photos like ImageNet's) gave 0.053 (train) and
+# 0.050 (val), the same photos in greyscale 0.055 and at 40% contrast 0.050;
+# neu_steel_defects (steel-surface close-ups) gave 0.108 (train) and 0.105
+# (val). Photos with channels swapped (0.066) or inverted (0.071) land
+# between; blurred to 40x40 px, 0.088. Trained by hand for the same epochs
+# (`python -m benchmarks.choosing`), ants/bees gained 2 points from the top 2
+# blocks at 1e-5 over feature extraction (0.889 vs 0.869) and lost 1 with all
+# blocks; steel gained 3 from the top 8 at 1e-4 (0.993 vs 0.964). So a near
+# target like ants/bees is "few", not "none": "none" is left for targets
+# closer still. The median, not the mean: MobileNetV2's top blocks are
+# shifted on every target at 160 px (block_16: 0.28 to 0.34 on all of these),
+# and would dominate a mean.
+NEAR_SHIFT = 0.03
 FAR_SHIFT = 0.08
-# Blocks a "few" answer unfreezes when only the shift asks for them (fine_tune's default).
+# Blocks a "few" answer unfreezes when only the shift asks for them.
 FEW_TOP_BLOCKS = 2
 
 
@@ -202,10 +206,11 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
       moderate shift (at least `NEAR_SHIFT`) unfreezes a few top blocks.
 
     The answer is the deeper of the two: `"none"` when the probe rises to the
-    top and the shift is small; `"few"` when the probe peaks in the upper
-    half or the shift is moderate; `"most"` when the probe peaks in the lower
-    half or the shift is far. With a probe table alone (or a backbone without
-    BatchNorm), the class comes from the probe curve alone.
+    top and the shift is small; `"few"` when the probe peaks in the top
+    third or the shift is moderate; `"most"` when the probe peaks lower or
+    the shift is far (`depth_class` names a depth). With a probe table
+    alone (or a backbone without BatchNorm), the class comes from the probe
+    curve alone.
 
     Args:
         probe_table_or_backbone: a table from `probe_blocks`, or a backbone
@@ -284,27 +289,27 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     names = table.attrs.get("backbone_blocks")
     if names is None and list(table.depth) == list(range(len(table))) and table.blocks_above.iloc[-1] == 0:
         names = list(table.block)
-    probe_class = _depth_class(probe_top, total)
+    probe_class = depth_class(probe_top, total)
     if shift_table is None:
-        top_blocks, depth_class, level = probe_top, probe_class, None
+        top_blocks, answer, level = probe_top, probe_class, None
         from_block = names[len(names) - top_blocks] if top_blocks and names else None
         reason = _reason(table, peak, top_blocks, from_block, tolerance) + (
-            f" Depth class {depth_class!r} from the probe alone (no BatchNorm statistics were compared)."
+            f" Depth class {answer!r} from the probe alone (no BatchNorm statistics were compared)."
         )
     else:
         shift_table = shift_table.sort_values("depth", ignore_index=True)
         level = float(np.median(shift_table["shift"].to_numpy(dtype=float)))
         shift_class = "most" if level >= FAR_SHIFT else "few" if level >= NEAR_SHIFT else "none"
-        depth_class = max(probe_class, shift_class, key=DEPTH_CLASSES.index)
-        if depth_class == probe_class:
+        answer = max(probe_class, shift_class, key=DEPTH_CLASSES.index)
+        if answer == probe_class:
             top_blocks = probe_top
         else:
-            top_blocks = total if depth_class == "most" else min(FEW_TOP_BLOCKS, total)
+            top_blocks = total if answer == "most" else min(FEW_TOP_BLOCKS, total)
         from_block = names[len(names) - top_blocks] if top_blocks and names else None
-        reason = _reason_with_shift(table, peak, probe_top, tolerance, shift_table, level, depth_class,
+        reason = _reason_with_shift(table, peak, probe_top, tolerance, shift_table, level, answer,
                                     top_blocks, total, from_block)
     strategy = "feature_extraction" if top_blocks == 0 else "full" if top_blocks == total else "fine_tune"
-    return Suggestion(top_blocks, from_block, str(peak_row.block), reason, table, depth_class, strategy,
+    return Suggestion(top_blocks, from_block, str(peak_row.block), reason, table, answer, strategy,
                       shift_table, level)
 
 
@@ -317,8 +322,36 @@ def _check_table(table, needed, name, producer):
         )
 
 
-def _depth_class(top_blocks, total):
-    return "none" if top_blocks == 0 else "few" if 2 * top_blocks <= total else "most"
+def depth_class(top_blocks, num_blocks):
+    """How far an unfreezing depth goes, in `suggest_unfreeze`'s three words.
+
+    `"none"` for 0 blocks; `"few"` for up to a third of the backbone's blocks
+    (at least `FEW_TOP_BLOCKS`, so a short backbone still has a "few");
+    `"most"` beyond.
+
+    Args:
+        top_blocks: backbone blocks that train, from the top.
+        num_blocks: backbone blocks in all.
+
+    Returns:
+        One of `DEPTH_CLASSES`.
+
+    Example:
+
+    >>> from keras_transfer.diagnostics import depth_class
+    >>> [depth_class(k, 18) for k in (0, 2, 6, 8, 18)]
+    ['none', 'few', 'few', 'most', 'most']
+    """
+    for name, value, low in (("top_blocks", top_blocks, 0), ("num_blocks", num_blocks, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
+    if top_blocks > num_blocks:
+        raise ValueError(
+            f"`top_blocks` cannot exceed `num_blocks`. Received: top_blocks={top_blocks}, num_blocks={num_blocks}"
+        )
+    if top_blocks == 0:
+        return "none"
+    return "few" if top_blocks <= max(FEW_TOP_BLOCKS, num_blocks // 3) else "most"
 
 
 def _reason(table, peak, top_blocks, from_block, tolerance):
