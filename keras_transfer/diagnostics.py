@@ -298,8 +298,8 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
         )
     else:
         shift_table = shift_table.sort_values("depth", ignore_index=True)
-        level = float(np.median(shift_table["shift"].to_numpy(dtype=float)))
-        shift_class = "most" if level >= FAR_SHIFT else "few" if level >= NEAR_SHIFT else "none"
+        level = shift_level(shift_table)
+        shift_class = _shift_class(level)
         answer = max(probe_class, shift_class, key=DEPTH_CLASSES.index)
         if answer == probe_class:
             top_blocks = probe_top
@@ -320,6 +320,25 @@ def _check_table(table, needed, name, producer):
             f"`{name}` must be a non-empty table from `{producer}`, with columns {sorted(needed)}. "
             f"Received columns: {columns}"
         )
+
+
+def shift_level(shift_table):
+    """The one number `suggest_unfreeze` reads off a `bn_shift` table: the median block shift.
+
+    Example:
+
+    >>> import pandas as pd
+    >>> from keras_transfer.diagnostics import shift_level
+    >>> shift_level(pd.DataFrame({"shift": [0.02, 0.05, 0.3]}))
+    0.05
+    """
+    if not isinstance(shift_table, pd.DataFrame) or "shift" not in shift_table or shift_table.empty:
+        raise ValueError(f"`shift_table` must be a non-empty table from `bn_shift`. Received: {_short(shift_table)}")
+    return float(np.median(shift_table["shift"].to_numpy(dtype=float)))
+
+
+def _shift_class(level):
+    return "most" if level >= FAR_SHIFT else "few" if level >= NEAR_SHIFT else "none"
 
 
 def depth_class(top_blocks, num_blocks):

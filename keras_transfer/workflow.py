@@ -308,23 +308,17 @@ def fine_tune(
                                  rate_model=model, **common))
     else:
         _quietly(freeze, model)
-        chosen = []
-        if strategy == "auto" and fine_tune_epochs > 0:
-            chosen = _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay)
-        # Feature extraction for the whole budget is the head phase run longer, on cached
-        # features at almost no cost: with `auto` it is that candidate, and the others
-        # start from its head.
-        extended = strategy == "feature_extraction" or any(c.top_blocks == 0 for c in chosen)
-        epochs = head_epochs + (fine_tune_epochs if extended else 0)
-        phase_name = "feature_extraction" if extended else "head"
+        epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
+        phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
         phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features,
                                       common, found))
         head_lr = found.get("head_lr", head_lr)
         phase2 = dict(train_ds=train_ds, epochs=fine_tune_epochs, head_lr=head_lr, lora_rank=lora_rank,
                       l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found)
-        deeper = [c for c in chosen if c.top_blocks != 0]
-        if deeper:
-            phases.extend(_search(model, deeper, budget=budget, **phase2))
+        if strategy == "auto" and fine_tune_epochs > 0:
+            chosen = _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay, train_ds,
+                                         verbose)
+            phases.extend(_search(model, chosen, budget=budget, **phase2))
         elif strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
             top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
             candidate = Candidate(strategy, -1 if strategy == "lora" else top, backbone_lr, layer_decay)
@@ -611,7 +605,7 @@ def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_r
     return {**record, "optimizer": optimizer}
 
 
-def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay):
+def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay, train_ds, verbose):
     """`fine_tune`'s `candidates` argument as `Candidate`s (the defaults when None)."""
     n = sum(not b.is_head for b in get_blocks(model))
     defaults = default_candidates(n, backbone_lr="find" if backbone_lr == "find" else None)
@@ -625,7 +619,7 @@ def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, lay
         "lora": Candidate("lora", _LORA),
     })
     if candidates is None:
-        return defaults + ([named["lora"]] if has_dense else [])
+        return _near_the_evidence(defaults, model, train_ds, verbose) + ([named["lora"]] if has_dense else [])
     chosen = []
     for c in candidates:
         if isinstance(c, Candidate):
@@ -638,6 +632,37 @@ def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, lay
                 "keras_transfer.search.Candidate objects."
             )
     return chosen
+
+
+def _near_the_evidence(candidates, model, train_ds, verbose):
+    """The default candidates within one class of what the BatchNorm statistics say.
+
+    One epoch of a candidate says little on a small validation set: on steel
+    defects, feature extraction led every deeper candidate after one epoch in
+    some runs and lost to all of them after five. The shift of the target's
+    statistics from those the backbone's BatchNorm layers stored
+    (`kt.bn_shift`, one pass over a few hundred images) rules out the depths
+    it argues against: feature extraction for a far target ('most'), every
+    block for a target that is not far, and any 'most' depth for a near one
+    ('none'). Without BatchNorm, every candidate stays.
+    """
+    from keras_transfer.diagnostics import _shift_class, bn_shift, depth_class, shift_level
+
+    backbone = next((layer for layer in model.layers if isinstance(layer, keras.Model)), model)
+    try:
+        level = shift_level(bn_shift(backbone, train_ds, max_examples=256, verbose=0))
+    except ValueError:  # no BatchNorm layer to compare, or no data it can read
+        return candidates
+    n = sum(not b.is_head for b in get_blocks(model))
+    shift = _shift_class(level)
+    if shift == "most":
+        kept = [c for c in candidates if c.top_blocks != 0]
+    else:
+        kept = [c for c in candidates if c.top_blocks != n
+                and (shift == "few" or depth_class(c.top_blocks, n) != "most")]
+    if verbose != 0:
+        print(f"auto: median BatchNorm shift {level:.3f} ({shift!r}); candidates {[c.name for c in kept]}")
+    return kept or candidates
 
 
 def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common, found):
