@@ -253,8 +253,11 @@ def fine_tune(
             `backbone_lr`), `"full"` (every block, `backbone_lr`,
             `layer_decay`), `"lora"`, or a name of
             `keras_transfer.search.default_candidates`. Default: those
-            default candidates (none, 2, half and all blocks; 1e-5 and 1e-4),
-            plus `"lora"` when the backbone has Dense layers to adapt.
+            default candidates (none, 2, half and all blocks; 1e-5 and 1e-4)
+            less the depths the backbone's BatchNorm statistics argue against
+            (`kt.bn_shift`: no feature extraction for a far target, never
+            every block for a near one), plus `"lora"` when the backbone has
+            Dense layers to adapt.
         budget: for `strategy="auto"`: the most phase-2 epochs spent over all
             candidates together (a positive integer); default: what the
             halving schedule needs (about twice `fine_tune_epochs`).

@@ -286,5 +286,5 @@ def test_real_feature_extraction_reaches_the_plain_probe(mobilenet_weights, hyme
 def test_real_fine_tuning_beats_the_plain_probe(mobilenet_weights, hymenoptera_dir):
     backbone, train_ds, val_ds = _real_datasets(mobilenet_weights, hymenoptera_dir)
     result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=2, strategy="fine_tune",
-                          head_epochs=10, fine_tune_epochs=5, unfreeze_top_blocks=2, verbose=0)
+                          head_epochs=10, fine_tune_epochs=5, unfreeze_top_blocks=2, backbone_lr=1e-5, verbose=0)
     assert result.metrics["accuracy"] > PLAIN_PROBE_224
