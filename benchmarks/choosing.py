@@ -20,7 +20,6 @@ Prints the tables and writes `benchmarks/out/choosing_*.csv` (and `.md`).
 """
 
 import argparse
-import multiprocessing
 import pathlib
 import sys
 import time
@@ -127,18 +126,6 @@ def _fresh(args):
                            input_shape=(args["image_size"], args["image_size"], 3))
 
 
-def _spawn(kind, params, args):
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_worker, args=(kind, params, args, queue))
-    process.start()
-    rows = queue.get()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"{kind} {params} failed (exit code {process.exitcode}); see the log above")
-    return rows
-
-
 def run(quick=False, data=None, weights="assets", image_size=None, head_epochs=None, fine_tune_epochs=None,
         parts=PARTS, max_examples=None, probe_examples=300):
     """Runs the chosen parts on each data set; returns {part: DataFrame}."""
@@ -169,7 +156,7 @@ def run(quick=False, data=None, weights="assets", image_size=None, head_epochs=N
             if kind in parts:
                 jobs.append((kind, {}))
         for kind, params in jobs:
-            rows = _spawn(kind, params, args)
+            rows = common.in_fresh_process(_worker, kind, params, args, label=f"{kind} {params}")
             for row in rows:
                 print(f"  {kind:<8} {row['run']:<34} " + "  ".join(
                     f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -28,6 +28,25 @@ def require_assets():
     return assets
 
 
+def in_fresh_process(target, *args, label):
+    """Runs `target(*args, queue)` in a fresh (spawned) process and returns what it put on `queue`.
+
+    A fresh process per run keeps peak memory, compiled functions and TensorFlow's global state
+    from leaking between the runs a benchmark compares.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{label} failed (exit code {process.exitcode}); see the log above")
+    return result
+
+
 def machine():
     """One line naming the machine and library versions, for RESULTS.md."""
     import keras

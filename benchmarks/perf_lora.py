@@ -11,7 +11,6 @@ the full `.keras` file.
 """
 
 import argparse
-import multiprocessing
 import os
 import resource
 import statistics
@@ -104,18 +103,6 @@ def _variant(name, settings, queue):
     queue.put(row)
 
 
-def _spawn(name, settings):
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_variant, args=(name, settings, queue))
-    process.start()
-    row = queue.get()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"variant {name!r} failed (exit code {process.exitcode}); see the log above")
-    return row
-
-
 def _row(measure, baseline, baseline_value, value, unit, target):
     ratio = value / baseline_value
     bound = float(target.split()[-1])
@@ -130,7 +117,7 @@ def run(quick=False):
     rows = {"full": [], "lora": []}
     for _ in range(settings["rounds"]):
         for name in ("full", "lora"):
-            rows[name].append(_spawn(name, settings))
+            rows[name].append(common.in_fresh_process(_variant, name, settings, label=f"variant {name!r}"))
             print(f"  {name:<5} step {rows[name][-1]['step_s'] * 1e3:.1f} ms, "
                   f"peak RSS {rows[name][-1]['peak_rss_mb']:.0f} MB", flush=True)
 

@@ -10,7 +10,6 @@ a markdown table and a bar plot to `benchmarks/out/`.
 """
 
 import argparse
-import multiprocessing
 import pathlib
 import resource
 import sys
@@ -98,16 +97,9 @@ def run(quick=False, data=None, backbone="mobilenet_v2", weights="assets", image
         "fine_tune_epochs": fine_tune_epochs if fine_tune_epochs is not None else (1 if quick else 5),
         "top_blocks": top_blocks, "train_split": train_split, "val_split": val_split,
     }
-    context = multiprocessing.get_context("spawn")
     rows = []
     for strategy in strategies or list(STRATEGIES):
-        queue = context.Queue()
-        process = context.Process(target=_one, args=(strategy, args, queue))
-        process.start()
-        process.join()
-        if process.exitcode != 0:
-            raise RuntimeError(f"strategy {strategy!r} failed (exit code {process.exitcode}); see the log above")
-        rows.append(queue.get())
+        rows.append(common.in_fresh_process(_one, strategy, args, label=f"strategy {strategy!r}"))
         print(f"  {strategy:<20} top-1 {rows[-1]['top1']:.3f}  {rows[-1]['wall_time_s']} s  {rows[-1]['note']}",
               flush=True)
     table = pd.DataFrame(rows)
