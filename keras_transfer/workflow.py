@@ -590,15 +590,24 @@ def _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, 
 
 
 def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common,
-                   found, initial_epoch=0, optimizer=None, recompile=True):
-    """Phase 2 for one candidate (depth and rates): returns `_run_phase`'s record."""
+                   found, initial_epoch=0, optimizer=None, recompile=True, pretrained=None):
+    """Phase 2 for one candidate (depth and rates): returns `_run_phase`'s record.
+
+    L2-SP anchors at the weights `model` holds now, or at `pretrained` (a
+    snapshot) when a candidate continues from weights it already moved.
+    """
     if optimizer is None:
         model, optimizer = _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, train_ds, found)
     anchored = bool(l2_sp) and candidate.top_blocks not in (0, _LORA)
     if anchored:
         from keras_transfer.anchoring import apply_l2_sp, remove_l2_sp
 
+        current = _snapshot(model) if pretrained is not None else None
+        if current is not None:
+            _restore(model, pretrained)
         apply_l2_sp(model, l2_sp, optimizer)
+        if current is not None:
+            _restore(model, current)
     try:
         record = _run_phase(model, phase, train_ds, epochs, optimizer, rate_model=model, initial_epoch=initial_epoch,
                             recompile=recompile, **common)
@@ -690,6 +699,7 @@ def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora_rank, 
             st["model"], candidate, phase=f"auto:{candidate.name}", train_ds=train_ds, epochs=st["done"] + more,
             head_lr=head_lr, lora_rank=lora_rank, l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found,
             initial_epoch=st["done"], optimizer=st["optimizer"], recompile=last != [candidate.name],
+            pretrained=start,
         )
         last[:] = [candidate.name]
         st["model"], st["optimizer"] = record["model"], record["optimizer"]
