@@ -28,16 +28,38 @@ class Candidate:
     Attributes:
         name: a short label, e.g. `"top_8@1e-04"`.
         top_blocks: backbone blocks that train (0: the head alone, i.e.
-            feature extraction continued).
+            feature extraction continued; -1: LoRA adapters, as the name
+            `"lora"` gives).
         backbone_lr: rate of the pretrained blocks (the floor under
             `layer_decay`), or `"find"` for `kt.lr_find`'s suggestion.
         layer_decay: per-block decay of the rates from the head down, or None.
+
+    Example:
+
+    >>> import keras_transfer as kt
+    >>> kt.Candidate("top_4@3e-05", top_blocks=4, backbone_lr=3e-5).top_blocks
+    4
     """
 
     name: str
     top_blocks: int
     backbone_lr: object = 1e-5
     layer_decay: object = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"`name` must be a non-empty string. Received: name={self.name!r}")
+        if isinstance(self.top_blocks, bool) or not isinstance(self.top_blocks, int) or self.top_blocks < -1:
+            raise ValueError(
+                f"`top_blocks` must be an integer >= 0 (or -1 for LoRA). Received: top_blocks={self.top_blocks!r}"
+            )
+        rate = self.backbone_lr
+        if rate != "find" and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
+            raise ValueError(f"`backbone_lr` must be a positive number or 'find'. Received: backbone_lr={rate!r}")
+        decay = self.layer_decay
+        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float))
+                                  or not 0 < decay <= 1):
+            raise ValueError(f"`layer_decay` must be None or a number in (0, 1]. Received: layer_decay={decay!r}")
 
 
 def default_candidates(num_backbone_blocks, backbone_lr=None):

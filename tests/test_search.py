@@ -94,6 +94,21 @@ def test_default_candidates_span_none_to_all_blocks():
         default_candidates(0)
 
 
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(name="", top_blocks=1), "`name` must be a non-empty string. Received: name=''"),
+        (dict(name="x", top_blocks=-2), "Received: top_blocks=-2"),
+        (dict(name="x", top_blocks=1, backbone_lr=0.0), "Received: backbone_lr=0.0"),
+        (dict(name="x", top_blocks=1, layer_decay=1.5), "Received: layer_decay=1.5"),
+    ],
+)
+def test_a_candidate_checks_its_fields(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        Candidate(**kwargs)
+    assert message in str(error.value)
+
+
 def test_plot_search_draws_one_line_per_candidate():
     table = pd.DataFrame({"candidate": ["a", "b", "a"], "total_epochs": [1, 1, 2],
                           "score": [(0.5, -1.0), (0.4, -1.2), (0.6, -0.9)]})
