@@ -412,9 +412,7 @@ def wise_ft(fine_tuned, pretrained, val_ds, *, alphas=(0, 0.25, 0.5, 0.75, 1.0),
             judged = forgetting(source_model, model, source_ds, batch_size=batch_size, verbose=0)
             row["source_accuracy"], row["retained"] = judged.accuracy_after, judged.retained
         if verbose:
-            keras.utils.io_utils.print_msg(
-                "WiSE-FT " + ", ".join(f"{k} {v:.4g}" for k, v in row.items())
-            )
+            print("WiSE-FT " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         rows.append(row)
     table = pd.DataFrame(rows)
     source = table.source_accuracy if "source_accuracy" in table.columns else 0.0

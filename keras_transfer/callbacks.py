@@ -16,7 +16,6 @@ import warnings
 
 import keras
 import numpy as np
-from keras.src.utils import io_utils
 
 from keras_transfer.blocks import get_blocks
 from keras_transfer.freezing import unfreeze
@@ -155,7 +154,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             backbone = [b.name for b in self._blocks if not b.is_head]
             trained = backbone[len(backbone) - count :]
             params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
-            io_utils.print_msg(
+            print(
                 f"\nEpoch {epoch + 1}: GradualUnfreezing trains {count} backbone block(s) "
                 f"{trained} + head ({params:,} trainable parameters)"
             )

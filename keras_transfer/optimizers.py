@@ -475,7 +475,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
                 new_lr = max(current_lr * self.factor, self.min_lr)
                 scale_learning_rates(self.model.optimizer, new_lr / current_lr)
                 if self.verbose > 0:
-                    keras.utils.io_utils.print_msg(
+                    print(
                         f"\nEpoch {epoch + 1}: ReduceLROnPlateau scaling every learning rate by "
                         f"{new_lr / current_lr:.4g} (highest now {new_lr:.4g})."
                     )
@@ -534,7 +534,7 @@ class LearningRateScheduler(keras.callbacks.LearningRateScheduler):
             )
         scale_learning_rates(self.model.optimizer, float(new_lr) / current_lr)
         if self.verbose > 0:
-            keras.utils.io_utils.print_msg(
+            print(
                 f"\nEpoch {epoch + 1}: LearningRateScheduler setting the highest learning rate to {new_lr:.4g}."
             )
 

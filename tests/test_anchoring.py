@@ -308,9 +308,10 @@ def sign_flip_models():
     return pretrained, source, tuned, (x, (x[:, 0] > 0).astype("int64"))
 
 
-def test_wise_ft_scores_each_alpha_and_breaks_ties_toward_the_pretrained_side():
+def test_wise_ft_scores_each_alpha_and_breaks_ties_toward_the_pretrained_side(capsys):
     pretrained, _, tuned, data = sign_flip_models()
-    result = kt.wise_ft(tuned, pretrained, data)
+    result = kt.wise_ft(tuned, pretrained, data, verbose=1)
+    assert "WiSE-FT alpha 0.5, accuracy 0.5" in capsys.readouterr().out
     # Stem (1 - 2 alpha) I: right for alpha < 0.5, all-zero logits (argmax 0, half right) at 0.5, wrong after.
     assert result.table.columns.tolist() == ["alpha", "accuracy"]
     assert result.table.alpha.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -325,6 +325,18 @@ def test_learning_rate_scheduler_with_a_plain_optimizer_and_two_arguments():
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[kt.LearningRateScheduler(lambda e: "x")])
 
 
+def test_rate_callbacks_with_verbose_1_say_each_change(capsys):
+    # Both used to raise AttributeError (keras.utils has no io_utils) at the first change.
+    model = kt.unfreeze(tiny_model(), from_block="block2")
+    model.compile(kt.differential_optimizer(model, head_lr=0.1, layer_decay=0.5, optimizer="sgd"), loss="mse")
+    callbacks = [kt.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=1e9, verbose=1),
+                 kt.LearningRateScheduler(lambda epoch, lr: lr, verbose=1)]
+    model.fit(X, Y, epochs=2, verbose=0, callbacks=callbacks)
+    out = capsys.readouterr().out
+    assert "Epoch 1: LearningRateScheduler setting the highest learning rate to 0.1." in out
+    assert "Epoch 2: ReduceLROnPlateau scaling every learning rate by 0.5 (highest now 0.05)." in out
+
+
 @pytest.fixture
 def dtype_policy(request):
     previous = keras.config.dtype_policy()
