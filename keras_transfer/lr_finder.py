@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _keras_compat as compat
 from keras_transfer.optimizers import ScaledSchedule, _groups, _unwrap, current_learning_rates, scale_learning_rates
 
 RULES = ("valley", "steepest", "minimum")
@@ -298,8 +299,7 @@ def _hold_schedules_at_peak(groups):
     """Swaps each `ScaledSchedule`'s inner schedule for a constant at its peak; returns what to put back."""
     flattened = []
     for inner in groups:
-        # Keras keeps the schedule object only in this attribute; `learning_rate` gives its current value.
-        scaled = inner._learning_rate
+        scaled = compat.learning_rate_object(inner)
         if isinstance(scaled, ScaledSchedule):
             top = scaled.peak / float(keras.ops.convert_to_numpy(scaled.scale))
             # CosineDecay with alpha=1 is a constant: Keras' own, so the swap needs no new class.

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from keras.src.optimizers.base_optimizer import clip_by_global_norm
-
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks, select_variables
 
 _Optimizer = keras.optimizers.Optimizer
@@ -144,21 +143,27 @@ class DifferentialOptimizer(keras.optimizers.MultiOptimizer):
         super().__init__(optimizer_map, loss_scale_factor=loss_scale_factor, name=name)
         # `MultiOptimizer.__init__` cannot take `global_clipnorm`; set it after.
         self.global_clipnorm = global_clipnorm
-        for inner in self._inner_optimizers:
-            if isinstance(inner._learning_rate, ScaledSchedule):
-                self._track_variable(inner._learning_rate.scale)
+        self.optimizer_map = optimizer_map
+        for inner in self.optimizers:
+            rate = compat.learning_rate_object(inner)
+            if isinstance(rate, ScaledSchedule):
+                compat.track_optimizer_variable(self, rate.scale)
+
+    def optimizer_for(self, variable):
+        """The inner optimizer that updates `variable` (the default one for unmapped variables)."""
+        return self.optimizer_map(variable)
 
     def build(self, var_list):
         if self.built:
             return
         one_dimensional = [v for v in var_list if len(v.shape) <= 1]
-        for inner in self._inner_optimizers:
+        for inner in self.optimizers:
             inner.exclude_from_weight_decay(var_list=one_dimensional)
         super().build(var_list)
 
     def apply(self, grads, trainable_variables=None):
         if self.global_clipnorm and len(grads):
-            grads = clip_by_global_norm(list(grads), self.global_clipnorm)
+            grads = _clip_by_global_norm(list(grads), self.global_clipnorm)
         return super().apply(grads, trainable_variables)
 
     def get_config(self):
@@ -329,17 +334,11 @@ def describe_learning_rates(model, optimizer=None):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
     optimizer = model.optimizer if optimizer is None else optimizer
     optimizer = _unwrap(optimizer, "optimizer")
-    if hasattr(optimizer, "_optimizer_map"):
-        def group_of(variable):
-            return optimizer._optimizer_map(variable)
-    else:
-        def group_of(variable):
-            return optimizer
     rows = []
     for block in get_blocks(model):
         per_rate = {}
         for variable in block.trainable_weights:
-            rate = _peak_rate(group_of(variable))
+            rate = _peak_rate(optimizer_for(optimizer, variable))
             per_rate[rate] = per_rate.get(rate, 0) + math.prod(int(d) for d in variable.shape)
         if not per_rate:
             per_rate = {math.nan: 0}
@@ -374,7 +373,7 @@ def scale_learning_rates(optimizer, factor):
     factor = _check_rate("factor", factor)
     groups = _groups(_unwrap(optimizer, "optimizer"))
     for inner in groups:
-        rate = inner._learning_rate
+        rate = compat.learning_rate_object(inner)
         if not isinstance(rate, (ScaledSchedule, keras.Variable)):
             raise ValueError(
                 f"Cannot scale the learning rate of optimizer {inner.name!r}: it is a "
@@ -383,7 +382,7 @@ def scale_learning_rates(optimizer, factor):
                 "`kt.differential_optimizer`."
             )
     for inner in groups:
-        rate = inner._learning_rate
+        rate = compat.learning_rate_object(inner)
         variable = rate.scale if isinstance(rate, ScaledSchedule) else rate
         variable.assign(ops.convert_to_numpy(variable) * factor)
     return current_learning_rates(optimizer)
@@ -674,12 +673,28 @@ def _unwrap(optimizer, name):
     return optimizer
 
 
+def optimizer_for(optimizer, variable):
+    """The optimizer that updates `variable`: the routed inner one of a MultiOptimizer, else `optimizer`."""
+    if isinstance(optimizer, DifferentialOptimizer):
+        return optimizer.optimizer_for(variable)
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return compat.route(optimizer, variable)
+    return optimizer
+
+
+def _clip_by_global_norm(grads, clipnorm):
+    present = [g for g in grads if g is not None]
+    norm = ops.sqrt(sum(ops.sum(ops.square(ops.cast(g, "float32"))) for g in present))
+    factor = clipnorm / ops.maximum(norm, clipnorm)
+    return [None if g is None else ops.cast(ops.multiply(ops.cast(g, "float32"), factor), g.dtype) for g in grads]
+
+
 def _groups(optimizer):
     return list(optimizer.optimizers) if isinstance(optimizer, keras.optimizers.MultiOptimizer) else [optimizer]
 
 
 def _peak_rate(inner):
-    rate = inner._learning_rate
+    rate = compat.learning_rate_object(inner)
     if isinstance(rate, ScaledSchedule):
         return rate.peak
     return _as_float(inner.learning_rate)
