@@ -12,7 +12,7 @@ Strategies, all on the same epoch budget (`head_epochs + fine_tune_epochs`):
 |----------------------|-------------------------|-------------------------------------------------|
 | `scratch`            | whole model, random init, `head_lr`, both phases' epochs  |                   |
 | `feature_extraction` | head on frozen backbone, both phases' epochs               |                   |
-| `fine_tune`          | head                    | top `unfreeze_top_blocks` blocks (default half), per-block rates |
+| `fine_tune`          | head                    | top `top_blocks` blocks (default half), per-block rates |
 | `full`               | head                    | every block, per-block rates                    |
 | `lora`               | head                    | LoRA adapters (rank `lora_rank`) + head, at `head_lr` |
 | `auto`               | head                    | candidates of every depth and rate, by successive halving; the winner to the end |
@@ -35,20 +35,21 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _checks
 from keras_transfer.blocks import get_blocks
 from keras_transfer.callbacks import checkpoint_callbacks
+from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
 from keras_transfer.data import cache_features as _cache_features
 from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.metrics import Accuracy, TopKAccuracy
-from keras_transfer.optimizers import differential_optimizer, scale_learning_rates
+from keras_transfer.optimizers import differential_optimizer, optimizer_for, scale_learning_rates
 from keras_transfer.search import Candidate, default_candidates, plot_search, successive_halving
 
 # `Candidate.top_blocks` of the LoRA candidate: adapters, not a depth.
 _LORA = -1
 
-STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full", "lora", "auto")
 
 
 @dataclasses.dataclass
@@ -75,6 +76,13 @@ class FineTuneResult:
             draws it. None for other strategies.
         learning_rates: the rates `lr_find` chose (`head_lr`, `backbone_lr`)
             when they were `"find"`; empty otherwise.
+        config: the `FineTuneConfig` that ran.
+
+    History columns are named after `fine_tune`'s arguments: `head_lr` and
+    `backbone_lr` (the lowest trainable block's rate; NaN while no backbone
+    block trains). There is no `learning_rate` column: the highest rate
+    that callbacks such as `kt.ReduceLROnPlateau` log under that name is one
+    of those two.
     """
 
     model: keras.Model
@@ -87,6 +95,7 @@ class FineTuneResult:
     best_phase: object = None
     search: object = None
     learning_rates: dict = dataclasses.field(default_factory=dict)
+    config: object = None
 
     def plot_search(self):
         """The halving as a `matplotlib.figure.Figure`: each candidate's score against epochs spent."""
@@ -150,40 +159,13 @@ def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), bac
     return keras.Model(inputs, x, name=name or f"{backbone.name}_classifier")
 
 
-def fine_tune(
-    model_or_backbone,
-    train_ds,
-    val_ds=None,
-    *,
-    num_classes,
-    head_epochs=5,
-    fine_tune_epochs=5,
-    strategy="fine_tune",
-    unfreeze_top_blocks=None,
-    head_lr=1e-3,
-    backbone_lr=1e-4,
-    layer_decay=None,
-    lora_rank=8,
-    cache_features=True,
-    early_stopping=True,
-    mixed_precision="auto",
-    jit_compile="auto",
-    checkpoint_dir=None,
-    label_smoothing=0.0,
-    dropout=0.2,
-    optimizer="adam",
-    weight_decay=None,
-    warmup_steps=0,
-    decay_steps=None,
-    patience=3,
-    callbacks=None,
-    verbose="auto",
-    monitor="val_accuracy",
-    l2_sp=None,
-    candidates=None,
-    budget=None,
-):
+def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callbacks=None, **options):
     """Runs the whole transfer-learning workflow: head first, then fine-tuning.
+
+    The options come as keywords (`num_classes=4, strategy="full"`), as a
+    `FineTuneConfig` (`config=...`), or both: keywords then override the
+    config's fields. They are checked, alone and together, before anything
+    trains (see `FineTuneConfig`).
 
     Args:
         model_or_backbone: a backbone (`keras.Model` with a known block spec,
@@ -193,17 +175,23 @@ def fine_tune(
         train_ds: `tf.data.Dataset` of `(images, labels)` batches: integer
             labels, or class probabilities (`augment="mixup"` / `"cutmix"`).
         val_ds: optional validation dataset of the same form.
-        num_classes: number of classes.
+        config: a `FineTuneConfig` (or a recipe config, which derives from
+            it), or None to take the options from the keywords.
+        callbacks: extra Keras callbacks for every phase's `fit` (in the
+            head phase on cached features they see the head model).
+        **options: `FineTuneConfig` fields, as below.
+        num_classes: number of classes (required without `config`).
         head_epochs: epochs of phase 1 (new head on the frozen backbone).
         fine_tune_epochs: epochs of phase 2.
         strategy: one of `"scratch"`, `"feature_extraction"`, `"fine_tune"`,
-            `"full"`, `"lora"` (see the module docstring).
-        unfreeze_top_blocks: backbone blocks phase 2 of `fine_tune` trains;
+            `"full"`, `"lora"`, `"auto"` (see the module docstring).
+        top_blocks: backbone blocks phase 2 of `fine_tune` trains;
             None (default) trains the top half of them. Measured on a near
             (ants/bees) and a far (steel defects) real set with ImageNet
             MobileNetV2: the top half at 1e-4 tied the best hand-picked depth
             on the near set and won on the far one, where the top 2 at 1e-5
-            left a point behind (`benchmarks/RESULTS.md`).
+            left a point behind (`benchmarks/RESULTS.md`). Formerly
+            `unfreeze_top_blocks` (still accepted, with a FutureWarning).
         head_lr: learning rate of the head (and of everything in `scratch`),
             or `"find"`: `kt.lr_find` sweeps the head phase (on cached
             features) and its suggestion is used.
@@ -214,11 +202,14 @@ def fine_tune(
             `layer_decay` kept) and all groups are scaled by its suggestion.
         layer_decay: if set, rates decay block by block from the head down
             (`head_lr * layer_decay**k`), floored at `backbone_lr`.
-        lora_rank: rank of the LoRA adapters for `strategy="lora"`.
+        lora_rank: rank of the LoRA adapters of `strategy="lora"` (and of
+            `"auto"`'s LoRA candidate); None (default): 8.
+        lora_alpha: their scale (`scaling = lora_alpha / lora_rank`); None
+            (default): equal to the rank.
         cache_features: in phase 1 (and `feature_extraction`), run the frozen
             backbone once and train the head on cached features. Augmentation
             in `train_ds` then runs once, not every epoch.
-        early_stopping: stop a phase when `val_loss` stops improving for
+        early_stopping: stop a phase when `monitor` stops improving for
             `patience` epochs and restore its best weights (needs `val_ds`).
         mixed_precision: `"auto"` (mixed_float16 on a GPU, mixed_bfloat16 on
             a TPU, none on a CPU), `None`, or a Keras dtype policy name. The
@@ -234,9 +225,7 @@ def fine_tune(
         optimizer, weight_decay, warmup_steps, decay_steps: passed to
             `kt.differential_optimizer` for every phase.
         patience: early-stopping patience in epochs.
-        callbacks: extra Keras callbacks for every phase's `fit` (in the
-            head phase on cached features they see the head model).
-        verbose: Keras `fit` verbosity.
+        verbose: Keras `fit` verbosity: 0, 1, 2 or `"auto"` (bools too).
         monitor: the selection metric, a log name such as `"val_accuracy"`
             (default) or `"val_loss"`; `loss` in its name means lower is
             better. Early stopping, `best.keras` checkpoints, the end of
@@ -246,10 +235,10 @@ def fine_tune(
         l2_sp: if set (a number >= 0), L2-SP pulls the pretrained weights
             that train in phase 2 toward their starting values after every
             step (`kt.apply_l2_sp`), a guard against catastrophic
-            forgetting.
-        candidates: for `strategy="auto"`: what to try in phase 2, a list of
-            `keras_transfer.search.Candidate`s or names:
-            `"feature_extraction"`, `"fine_tune"` (`unfreeze_top_blocks` at
+            forgetting. Only with `"fine_tune"`, `"full"` or `"auto"`.
+        candidates: for `strategy="auto"` only: what to try in phase 2, a
+            list of `keras_transfer.search.Candidate`s or names:
+            `"feature_extraction"`, `"fine_tune"` (`top_blocks` at
             `backbone_lr`), `"full"` (every block, `backbone_lr`,
             `layer_decay`), `"lora"`, or a name of
             `keras_transfer.search.default_candidates`. Default: those
@@ -258,9 +247,13 @@ def fine_tune(
             (`kt.bn_shift`: no feature extraction for a far target, never
             every block for a near one), plus `"lora"` when the backbone has
             Dense layers to adapt.
-        budget: for `strategy="auto"`: the most phase-2 epochs spent over all
-            candidates together (a positive integer); default: what the
-            halving schedule needs (about twice `fine_tune_epochs`).
+        budget: for `strategy="auto"` only: the most phase-2 epochs spent
+            over all candidates together (a positive integer); default: what
+            the halving schedule needs (about twice `fine_tune_epochs`).
+
+    Options a strategy does not use (`top_blocks` under `"full"`,
+    `lora_rank` under `"fine_tune"`) are ignored, so one dict of settings
+    can compare strategies.
 
     Returns:
         A `FineTuneResult`.
@@ -268,6 +261,7 @@ def fine_tune(
     Example:
 
     >>> import numpy as np, tensorflow as tf, keras, keras_transfer as kt
+    >>> from keras_transfer.config import FineTuneConfig
     >>> backbone = keras.applications.MobileNetV2(
     ...     alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
     >>> x = np.random.rand(16, 32, 32, 3).astype("float32"); y = np.arange(16) % 2
@@ -276,31 +270,34 @@ def fine_tune(
     ...                       fine_tune_epochs=1, verbose=0)
     >>> list(result.history.phase)
     ['head', 'fine_tune']
+    >>> config = FineTuneConfig(num_classes=2, head_epochs=1, fine_tune_epochs=0, verbose=0)
+    >>> list(kt.fine_tune(backbone, ds, ds, config).history.phase)
+    ['head']
     """
     start = time.perf_counter()
-    _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr)
-    _validate_choice_options(strategy, monitor, l2_sp, candidates, budget)
+    config = _config(config, options)
+    strategy = config.strategy
     bad = [cb for cb in callbacks or () if not isinstance(cb, keras.callbacks.Callback)]
     if bad:
         raise TypeError(f"`callbacks` must hold keras.callbacks.Callback instances. Received: {bad!r}")
-    if early_stopping and val_ds is None:
-        early_stopping = False
-    policy = _resolve_mixed_precision(mixed_precision)
+    early_stopping = config.early_stopping and val_ds is not None
+    policy = _resolve_mixed_precision(config.mixed_precision)
     with _dtype_policy(policy):
-        model = _as_classifier(model_or_backbone, num_classes, dropout, scratch=strategy == "scratch")
+        model = _as_classifier(model_or_backbone, config.num_classes, config.dropout, scratch=strategy == "scratch")
     blocks = get_blocks(model)
     backbone_blocks = [b for b in blocks if not b.is_head]
-    if unfreeze_top_blocks is None:
-        unfreeze_top_blocks = max(1, len(backbone_blocks) // 2)
-    loss = SparseCategoricalCrossentropy(label_smoothing=label_smoothing, from_logits=True)
+    top_blocks = config.top_blocks if config.top_blocks is not None else max(1, len(backbone_blocks) // 2)
+    loss = SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing, from_logits=True)
     # Hard or soft labels alike: MixUp / CutMix training batches carry class probabilities.
-    metrics = [Accuracy()] + ([TopKAccuracy(5)] if num_classes > 5 else [])
-    opt_kwargs = dict(optimizer=optimizer, weight_decay=weight_decay, warmup_steps=warmup_steps, decay_steps=decay_steps)
+    metrics = [Accuracy()] + ([TopKAccuracy(5)] if config.num_classes > 5 else [])
+    opt_kwargs = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+                      decay_steps=config.decay_steps)
     common = dict(
-        loss=loss, metrics=metrics, jit_compile=jit_compile, val_ds=val_ds, early_stopping=early_stopping,
-        patience=patience, checkpoint_dir=checkpoint_dir, verbose=verbose, extra_callbacks=list(callbacks or ()),
-        monitor=monitor if val_ds is not None else None,
+        loss=loss, metrics=metrics, jit_compile=config.jit_compile, val_ds=val_ds, early_stopping=early_stopping,
+        patience=config.patience, checkpoint_dir=config.checkpoint_dir, verbose=config.verbose,
+        extra_callbacks=list(callbacks or ()), monitor=config.monitor if val_ds is not None else None,
     )
+    head_lr, head_epochs, fine_tune_epochs = config.head_lr, config.head_epochs, config.fine_tune_epochs
     found = {}
     phases = []
     if strategy == "scratch":
@@ -313,18 +310,19 @@ def fine_tune(
         _quietly(freeze, model)
         epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
         phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
-        phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, cache_features,
+        phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, config.cache_features,
                                       common, found))
         head_lr = found.get("head_lr", head_lr)
-        phase2 = dict(train_ds=train_ds, epochs=fine_tune_epochs, head_lr=head_lr, lora_rank=lora_rank,
-                      l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found)
+        lora = dict(rank=config.lora_rank or 8, alpha=config.lora_alpha)
+        phase2 = dict(train_ds=train_ds, epochs=fine_tune_epochs, head_lr=head_lr, lora=lora,
+                      l2_sp=config.l2_sp, opt_kwargs=opt_kwargs, common=common, found=found)
         if strategy == "auto" and fine_tune_epochs > 0:
-            chosen = _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay, train_ds,
-                                         verbose)
-            phases.extend(_search(model, chosen, budget=budget, **phase2))
+            chosen = _resolve_candidates(config.candidates, model, top_blocks, config.backbone_lr, config.layer_decay,
+                                         train_ds, config.verbose)
+            phases.extend(_search(model, chosen, budget=config.budget, **phase2))
         elif strategy in ("fine_tune", "full", "lora") and fine_tune_epochs > 0:
-            top = len(backbone_blocks) if strategy == "full" else min(unfreeze_top_blocks, len(backbone_blocks))
-            candidate = Candidate(strategy, -1 if strategy == "lora" else top, backbone_lr, layer_decay)
+            top = len(backbone_blocks) if strategy == "full" else min(top_blocks, len(backbone_blocks))
+            candidate = Candidate(strategy, -1 if strategy == "lora" else top, config.backbone_lr, config.layer_decay)
             phases.append(_run_candidate(model, candidate, phase=strategy, **phase2))
     best = _best_phase(phases) if val_ds is not None else None
     if best is not None:
@@ -333,17 +331,19 @@ def fine_tune(
     history = pd.concat([p["history"] for p in phases], ignore_index=True)
     history.insert(1, "epoch", np.arange(1, len(history) + 1))
     first = ["phase", "epoch", "head_lr", "backbone_lr"]
-    history = history[first + [c for c in history.columns if c not in first]]
+    # Rate callbacks (`kt.ReduceLROnPlateau`, ...) log the highest group's rate as `learning_rate`:
+    # `head_lr` and `backbone_lr` already hold it, under fine_tune's own names.
+    history = history[first + [c for c in history.columns if c not in first and c != "learning_rate"]]
     paths = {}
     for p in phases:
         paths.update(p["paths"])
-    if checkpoint_dir is not None:
-        paths["history"] = str(pathlib.Path(checkpoint_dir) / "history.csv")
+    if config.checkpoint_dir is not None:
+        paths["history"] = str(pathlib.Path(config.checkpoint_dir) / "history.csv")
         history.to_csv(paths["history"], index=False)
     final = {k: float(v) for k, v in history.iloc[-1].items() if k not in first}
     if val_ds is not None:
         if not model.compiled:  # the head trained on cached features; the whole model never compiled
-            model.compile(loss=loss, metrics=metrics, jit_compile=jit_compile)
+            model.compile(loss=loss, metrics=metrics, jit_compile=config.jit_compile)
         final = {k: float(v) for k, v in model.evaluate(val_ds, verbose=0, return_dict=True).items()}
     search = next((p["search"] for p in phases if "search" in p), None)
     return FineTuneResult(
@@ -357,7 +357,22 @@ def fine_tune(
         best_phase=best["name"] if best is not None else None,
         search=search,
         learning_rates=found,
+        config=config,
     )
+
+
+def _config(config, options):
+    """`fine_tune`'s options as one `FineTuneConfig`: `config` with `options` (keywords) over it."""
+    options = take_renamed(options, "fine_tune")
+    fields = {f.name for f in dataclasses.fields(FineTuneConfig)}
+    _checks.no_unknown({k: v for k, v in options.items() if k not in fields}, "fine_tune")
+    if config is None:
+        if "num_classes" not in options:
+            raise TypeError("fine_tune() needs `num_classes` (or a `config`).")
+        return FineTuneConfig(**options)
+    if not isinstance(config, FineTuneConfig):
+        raise TypeError(f"`config` must be a FineTuneConfig. Received: config={config!r}")
+    return dataclasses.replace(config, **options) if options else config
 
 
 def export(model, path):
@@ -415,46 +430,6 @@ def _copy_if_lora(model, scratch_dir):
         os.remove(tmp)
 
 
-def _validate(strategy, head_epochs, fine_tune_epochs, unfreeze_top_blocks, lora_rank, head_lr, backbone_lr):
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown `strategy`. Received: strategy={strategy!r}. Valid strategies: {list(STRATEGIES)}")
-    for name, value in (("head_epochs", head_epochs), ("fine_tune_epochs", fine_tune_epochs),
-                        ("unfreeze_top_blocks", 0 if unfreeze_top_blocks is None else unfreeze_top_blocks)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
-    if head_epochs + fine_tune_epochs == 0:
-        raise ValueError("`head_epochs` and `fine_tune_epochs` are both 0: nothing to train. "
-                         f"Received: head_epochs={head_epochs}, fine_tune_epochs={fine_tune_epochs}")
-    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank <= 0:
-        raise ValueError(f"`lora_rank` must be a positive integer. Received: lora_rank={lora_rank!r}")
-    for name, value in (("head_lr", head_lr), ("backbone_lr", backbone_lr)):
-        if value == "find":
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"`{name}` must be a positive number or 'find'. Received: {name}={value!r}")
-
-
-def _validate_choice_options(strategy, monitor, l2_sp, candidates, budget):
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"`monitor` must be the name of a log value, e.g. 'val_accuracy'. Received: monitor={monitor!r}")
-    if l2_sp is not None and (isinstance(l2_sp, bool) or not isinstance(l2_sp, (int, float)) or not l2_sp >= 0):
-        raise ValueError(f"`l2_sp` must be a number >= 0 or None. Received: l2_sp={l2_sp!r}")
-    if l2_sp and strategy in ("scratch", "feature_extraction", "lora"):
-        raise ValueError(
-            f"`l2_sp` pulls pretrained weights that train toward their start; strategy={strategy!r} trains none "
-            f"(use 'fine_tune', 'full' or 'auto'). Received: strategy={strategy!r}, l2_sp={l2_sp!r}"
-        )
-    for name, value in (("candidates", candidates), ("budget", budget)):
-        if value is not None and strategy != "auto":
-            raise ValueError(
-                f"`{name}` is for strategy='auto' only. Received: strategy={strategy!r}, {name}={value!r}"
-            )
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
-        raise ValueError(f"`budget` must be a positive integer (epochs over all candidates). Received: budget={budget!r}")
-    if candidates is not None and (isinstance(candidates, (str, Candidate)) or not len(candidates)):
-        raise ValueError(f"`candidates` must be a non-empty list. Received: candidates={candidates!r}")
-
-
 def _quietly(change_trainable, model, **kwargs):
     """`freeze` / `unfreeze` without the warning that asks for a recompile: every phase compiles."""
     with warnings.catch_warnings():
@@ -480,18 +455,12 @@ def _as_classifier(model_or_backbone, num_classes, dropout, scratch):
 
 
 def _resolve_mixed_precision(mixed_precision):
+    """The dtype policy to build under: `FineTuneConfig` checked the name; "auto" asks the accelerator."""
     if mixed_precision == "auto":
         from keras_transfer.distribute import accelerator_kind
 
         return {"gpu": "mixed_float16", "tpu": "mixed_bfloat16"}.get(accelerator_kind())
-    if mixed_precision in (None, False, "float32"):
-        return None
-    if mixed_precision not in ("mixed_float16", "mixed_bfloat16", "bfloat16", "float16"):
-        raise ValueError(
-            "`mixed_precision` must be 'auto', None or a dtype policy name such as 'mixed_float16'. "
-            f"Received: mixed_precision={mixed_precision!r}"
-        )
-    return mixed_precision
+    return None if mixed_precision in (None, "float32") else mixed_precision
 
 
 class _dtype_policy:
@@ -568,13 +537,13 @@ def _find_rates(model, train_ds, optimizer, common):
     return sorted(scale_learning_rates(optimizer, sweep.scale), reverse=True)
 
 
-def _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, train_ds, found):
+def _phase2_optimizer(model, candidate, head_lr, lora, opt_kwargs, common, train_ds, found):
     """Sets what trains for `candidate` and builds its optimizer. Returns (model, optimizer)."""
     if candidate.top_blocks == _LORA:
         # Adapters start at zero and are new weights, like the head: they
         # train at the head's rate (PEFT's usual 1e-4..1e-3), not at the
         # low rate that protects pretrained weights.
-        model = apply_lora(model, rank=lora_rank)
+        model = apply_lora(model, **lora)
         return model, differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
     _quietly(freeze, model)
     if candidate.top_blocks:
@@ -589,7 +558,7 @@ def _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, 
     return model, optimizer
 
 
-def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common,
+def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora, l2_sp, opt_kwargs, common,
                    found, initial_epoch=0, optimizer=None, recompile=True, pretrained=None):
     """Phase 2 for one candidate (depth and rates): returns `_run_phase`'s record.
 
@@ -597,7 +566,7 @@ def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_r
     snapshot) when a candidate continues from weights it already moved.
     """
     if optimizer is None:
-        model, optimizer = _phase2_optimizer(model, candidate, head_lr, lora_rank, opt_kwargs, common, train_ds, found)
+        model, optimizer = _phase2_optimizer(model, candidate, head_lr, lora, opt_kwargs, common, train_ds, found)
     anchored = bool(l2_sp) and candidate.top_blocks not in (0, _LORA)
     if anchored:
         from keras_transfer.anchoring import apply_l2_sp, remove_l2_sp
@@ -617,7 +586,7 @@ def _run_candidate(model, candidate, *, phase, train_ds, epochs, head_lr, lora_r
     return {**record, "optimizer": optimizer}
 
 
-def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, layer_decay, train_ds, verbose):
+def _resolve_candidates(candidates, model, top_blocks, backbone_lr, layer_decay, train_ds, verbose):
     """`fine_tune`'s `candidates` argument as `Candidate`s (the defaults when None)."""
     n = sum(not b.is_head for b in get_blocks(model))
     defaults = default_candidates(n, backbone_lr="find" if backbone_lr == "find" else None)
@@ -626,7 +595,7 @@ def _resolve_candidates(candidates, model, unfreeze_top_blocks, backbone_lr, lay
     named = {c.name: c for c in defaults}
     named.update({
         "feature_extraction": Candidate("feature_extraction", 0),
-        "fine_tune": Candidate("fine_tune", min(unfreeze_top_blocks, n), backbone_lr, layer_decay),
+        "fine_tune": Candidate("fine_tune", min(top_blocks, n), backbone_lr, layer_decay),
         "full": Candidate("full", n, backbone_lr, layer_decay),
         "lora": Candidate("lora", _LORA),
     })
@@ -677,7 +646,7 @@ def _near_the_evidence(candidates, model, train_ds, verbose):
     return kept or candidates
 
 
-def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora_rank, l2_sp, opt_kwargs, common, found):
+def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora, l2_sp, opt_kwargs, common, found):
     """Successive halving over `candidates`, all from the head `model` holds now. Returns one record each."""
     start = _snapshot(model)
     state = {}
@@ -697,7 +666,7 @@ def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora_rank, 
                 _set_depth(st["model"], candidate.top_blocks)
         record = _run_candidate(
             st["model"], candidate, phase=f"auto:{candidate.name}", train_ds=train_ds, epochs=st["done"] + more,
-            head_lr=head_lr, lora_rank=lora_rank, l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found,
+            head_lr=head_lr, lora=lora, l2_sp=l2_sp, opt_kwargs=opt_kwargs, common=common, found=found,
             initial_epoch=st["done"], optimizer=st["optimizer"], recompile=last != [candidate.name],
             pretrained=start,
         )
@@ -904,5 +873,5 @@ class _LearningRateLog(keras.callbacks.Callback):
             if variable is None:
                 logs[key] = float("nan")
                 continue
-            inner = optimizer._optimizer_map(variable) if isinstance(optimizer, keras.optimizers.MultiOptimizer) else optimizer
+            inner = optimizer_for(optimizer, variable)
             logs[key] = float(keras.ops.convert_to_numpy(inner.learning_rate))
