@@ -39,7 +39,6 @@ from keras_transfer import _checks
 from keras_transfer.blocks import get_blocks
 from keras_transfer.callbacks import checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
-from keras_transfer.data import cache_features as _cache_features
 from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
 from keras_transfer.losses import SparseCategoricalCrossentropy
@@ -207,8 +206,11 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         lora_alpha: their scale (`scaling = lora_alpha / lora_rank`); None
             (default): equal to the rank.
         cache_features: in phase 1 (and `feature_extraction`), run the frozen
-            backbone once and train the head on cached features. Augmentation
-            in `train_ds` then runs once, not every epoch.
+            backbone once over `train_ds`'s images without augmentation and
+            train the head on the cached features, in the same order every
+            epoch as `train_ds` (see `kt.data.cache_features`). A dataset
+            that cannot be replayed exactly (`kt.data.cacheable`) trains
+            through the backbone instead, with a warning.
         early_stopping: stop a phase when `monitor` stops improving for
             `patience` epochs and restore its best weights (needs `val_ds`).
         mixed_precision: `"auto"` (mixed_float16 on a GPU, mixed_bfloat16 on
@@ -508,14 +510,31 @@ def _run_head_phase(model, phase, train_ds, epochs, head_lr, opt_kwargs, use_cac
     # cached and uncached runs get the very same optimizer.
     optimizer = differential_optimizer(model, head_lr=1e-3 if head_lr == "find" else head_lr, **opt_kwargs)
     fit_model, val_ds = model, common["val_ds"]
-    if use_cache and _is_simple_chain(model):
+    if use_cache and _is_simple_chain(model) and _can_cache(train_ds):
+        from keras_transfer.data.features import cache_features
+
         feature_model, fit_model = _head_submodel(model)
         progress = 0 if common["verbose"] == 0 else 1
-        train_ds = _cache_features(feature_model, train_ds, verbose=progress)
-        val_ds = _cache_features(feature_model, val_ds, verbose=progress) if val_ds is not None else None
+        train_ds = cache_features(feature_model, train_ds, verbose=progress)
+        val_ds = cache_features(feature_model, val_ds, verbose=progress) if val_ds is not None else None
     if head_lr == "find":
         found["head_lr"] = _find_rates(fit_model, train_ds, optimizer, common)[0]
     return _run_phase(fit_model, phase, train_ds, epochs, optimizer, rate_model=model, **{**common, "val_ds": val_ds})
+
+
+def _can_cache(train_ds):
+    """Whether phase 1 on cached features of `train_ds` trains the same head as through the backbone."""
+    try:
+        from keras_transfer.data.features import cacheable
+    except ImportError:  # no TensorFlow: no tf.data dataset to cache
+        return False
+    if cacheable(train_ds):
+        return True
+    warnings.warn("Phase 1 runs the frozen backbone every epoch: `train_ds` is not a tf.data.Dataset, or it "
+                  "shuffles or augments and carries no `pipeline` (a kt.data loader's dataset after `map` loses "
+                  "it), so cached features could not replay its epochs (see kt.data.cacheable). Pass the "
+                  "transformation as the loader's `preprocess`, or cache_features=False to silence this.")
+    return False
 
 
 def _found_head_lr(model, train_ds, head_lr, opt_kwargs, common, found):

@@ -278,7 +278,9 @@ def test_cache_in_memory_and_on_disk_keeps_reshuffling(folder, tmp_path_factory)
 
 
 def test_static_batches_on_tpu(monkeypatch, folder):
-    monkeypatch.setattr(data, "_on_tpu", lambda: True)
+    from keras_transfer.data import pipeline
+
+    monkeypatch.setattr(pipeline, "accelerator_kind", lambda: "tpu")
     ds = data.from_directory(folder, image_size=(8, 8), batch_size=4)
     assert ds.element_spec[0].shape.as_list() == [4, 8, 8, 3]
     assert [int(y.shape[0]) for _, y in ds] == [4, 4]

@@ -1,25 +1,91 @@
-"""`RandomAffine`: flip, rotation, zoom and translation in one resampling pass.
+"""Augmentation: the named `augment` options and `RandomAffine`, which they use.
+
+`augmentation` turns a loader's `augment` option into Keras preprocessing
+layers. They run on batches of 0..255 RGB pixels, before the backbone's
+preprocessing, because Keras' augmentation layers (contrast, RandAugment)
+assume that value range whatever the backbone expects afterwards.
 
 Keras' `RandomFlip`, `RandomRotation`, `RandomZoom` and `RandomTranslation`
 each resample the whole batch; chained, they cost four passes over every
 pixel (and blur the image once per interpolating pass). The four are affine
-maps, so their product is one affine map: this layer draws the same random
+maps, so their product is one affine map: `RandomAffine` draws the same random
 parameters, multiplies them into one matrix per image and resamples once,
 through the same `affine_transform` op Keras uses. On the tf.data pipeline of
 `keras_transfer.data` that makes the default augmentation several times
 faster (see `benchmarks/perf_data.py`).
+
+Only Keras is needed here, not TensorFlow: `RandomAffine` is part of saved
+models, which must load on any backend.
 """
 
 import math
 
 import keras
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (
-    BaseImagePreprocessingLayer,
-)
 
+from keras_transfer._keras_compat import BaseImagePreprocessingLayer
+
+AUGMENTATIONS = ("default", "randaugment", "mixup", "cutmix")
+# Layers that blend pairs of images and their labels, so they take and return {"images", "labels"}.
+MIXING = (keras.layers.MixUp, keras.layers.CutMix)
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def augmentation(augment, seed=None):
+    """The Keras preprocessing layers an `augment` option stands for.
+
+    Args:
+        augment: a name, or a list of names and Keras layers / callables
+            applied in order. Names:
+            - `"default"`: `RandomAffine` (horizontal flip, rotation 0.1,
+              zoom 0.1, resampled once) and contrast 0.1;
+            - `"randaugment"`: horizontal flip + `keras.layers.RandAugment`;
+            - `"mixup"`: `keras.layers.MixUp(alpha=0.2)`;
+            - `"cutmix"`: `keras.layers.CutMix()`.
+            MixUp and CutMix blend pairs of images and their labels, so a
+            dataset that uses them yields class probabilities, shape
+            `(batch, num_classes)`, instead of integer labels.
+        seed: seed of the layers' random draws.
+
+    Returns:
+        A list of callables, each taking a batch of 0..255 float images
+        (MixUp and CutMix, the `MIXING` layers, take `{"images", "labels"}`
+        dicts).
+
+    Example:
+
+    >>> from keras_transfer import data
+    >>> [type(layer).__name__ for layer in data.augmentation(["default", "mixup"], seed=0)]
+    ['RandomAffine', 'RandomContrast', 'MixUp']
+    """
+    items = [augment] if isinstance(augment, str) or callable(augment) else augment
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"`augment` must be None, one of {list(AUGMENTATIONS)} or a list of names and Keras "
+                         f"layers. Received: augment={augment!r}")
+    layers = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in AUGMENTATIONS:
+                raise ValueError(f"Unknown `augment`. Received: augment={item!r}. "
+                                 f"Valid names: {list(AUGMENTATIONS)}, or a list of Keras layers.")
+            layers += _NAMED[item](seed)
+        elif callable(item):
+            layers.append(item)
+        else:
+            raise ValueError(f"`augment` must list names and Keras layers. Received the item {item!r} "
+                             f"in augment={augment!r}")
+    return layers
+
+
+_NAMED = {
+    "default": lambda seed: [RandomAffine(flip="horizontal", rotation=0.1, zoom=0.1, seed=seed),
+                             keras.layers.RandomContrast(0.1, seed=seed)],
+    "randaugment": lambda seed: [keras.layers.RandomFlip("horizontal", seed=seed),
+                                 keras.layers.RandAugment(value_range=(0, 255), seed=seed)],
+    "mixup": lambda seed: [keras.layers.MixUp(alpha=0.2, seed=seed)],
+    "cutmix": lambda seed: [keras.layers.CutMix(seed=seed)],
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
