@@ -1,9 +1,12 @@
 """The `keras-transfer` command."""
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import sys
+import types
+import typing
 
 
 def _load_model(name_or_path):
@@ -75,25 +78,100 @@ def _recipe_module(name):
     return importlib.import_module(f"keras_transfer.recipes.{name}")
 
 
-def _run(args, extra):
-    import dataclasses
+def recipe_parser(config, prog=None):
+    """An `argparse` parser with one option per field of a recipe config, typed by its annotation.
 
+    `int | None` reads an int, `float | Literal["find"]` a number or `find`,
+    `bool` is a `--x/--no-x` pair, an `image_size` (an int or a pair) reads
+    one int, a tuple field one or more values; `none` stands for None where
+    the field allows it. Options not given are left out of the result, so the
+    recipe's published defaults stay. `--epochs` is shorthand for
+    `--fine-tune-epochs`; `--unfreeze-top-blocks` is the old name of
+    `--top-blocks`.
+
+    Example:
+
+    >>> from keras_transfer.cli import recipe_parser
+    >>> from keras_transfer.recipes import dog_breeds
+    >>> args = recipe_parser(dog_breeds.CONFIG).parse_args(["--max-examples", "16", "--no-cache-features"])
+    >>> vars(args)
+    {'max_examples': 16, 'cache_features': False}
+    """
+    hints = typing.get_type_hints(type(config))
+    parser = argparse.ArgumentParser(prog=prog, argument_default=argparse.SUPPRESS,
+                                     description="Options not given keep the recipe's published defaults.")
+    for field in dataclasses.fields(config):
+        default = getattr(config, field.name)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, help=f"default: {default}",
+                            **_option_kind(hints[field.name]))
+    parser.add_argument("--epochs", type=_converter(int), help="shorthand for --fine-tune-epochs")
+    if "top_blocks" in hints:
+        parser.add_argument("--unfreeze-top-blocks", dest="unfreeze_top_blocks", help=argparse.SUPPRESS,
+                            **_option_kind(hints["top_blocks"]))
+    return parser
+
+
+def _option_kind(hint):
+    """`add_argument` keywords for a field annotated `hint`."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in members
+    members = [m for m in members if m is not type(None)]
+    if members == [bool]:
+        return dict(action=argparse.BooleanOptionalAction)
+    literals = tuple(v for m in members if typing.get_origin(m) is typing.Literal for v in typing.get_args(m))
+    scalars = [m for m in members if m in (bool, int, float, str)]
+    sequences = [m for m in members if typing.get_origin(m) in (tuple, list)]
+    if sequences and not scalars and not literals:
+        element = typing.get_args(sequences[0])[0]
+        element = next((m for m in typing.get_args(element) if m in (int, float, str)), element)
+        return dict(nargs="+", type=_converter(element if element in (int, float, str) else str))
+    convert = _converter(*scalars, literals=literals, optional=optional)
+    if literals and not scalars:
+        return dict(type=convert, metavar="{" + ",".join(map(str, literals + (("none",) if optional else ()))) + "}")
+    return dict(type=convert, metavar=convert.__name__.replace(" or ", "|").replace("'", ""))
+
+
+def _converter(*kinds, literals=(), optional=False):
+    """Reads a command-line string as the first of `literals`, None (`none`) or `kinds` it fits."""
+    names = [k.__name__ for k in kinds] + [repr(v) for v in literals] + (["none"] if optional else [])
+
+    def convert(text):
+        if text in literals:
+            return text
+        if optional and text.lower() == "none":
+            return None
+        for kind in kinds:
+            if kind is bool:
+                if text.lower() in ("true", "false"):
+                    return text.lower() == "true"
+                continue
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(names)}; received {text!r}")
+
+    convert.__name__ = " or ".join(names)
+    return convert
+
+
+def _run(args, extra):
     from keras_transfer import recipes
 
+    if args.help and not args.recipe:
+        args.parser.print_help()
+        return 0
     if args.list or not args.recipe:
         for name in recipes.RECIPES:
             doc = (_recipe_module(name).__doc__ or "").strip().splitlines()[0]
             print(f"{name:<12} {doc}")
         return 0
     module = _recipe_module(args.recipe)
-    options = argparse.ArgumentParser(prog=f"keras-transfer run {args.recipe}")
-    for field in dataclasses.fields(module.CONFIG):
-        default = getattr(module.CONFIG, field.name)
-        kind = type(default) if default is not None and not isinstance(default, bool) else str
-        options.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
-                             help=f"default: {default}")
-    overrides = {k: v for k, v in vars(options.parse_args(extra)).items() if v is not None}
-    result = module.run(**overrides)
+    options = recipe_parser(module.CONFIG, prog=f"keras-transfer run {args.recipe}")
+    if args.help:
+        options.print_help()
+        return 0
+    result = module.run(**vars(options.parse_args(extra)))
     print(result.history.to_string(index=False))
     print({k: round(v, 4) for k, v in result.metrics.items()})
     for key, path in result.paths.items():
@@ -181,12 +259,16 @@ def build_parser():
     run = sub.add_parser(
         "run",
         help="run a recipe (dog_breeds, flowers, pets, imdb); --list lists them",
-        description="Runs a recipe. Every field of its config is an option: "
+        description="Runs a recipe. Every field of its config is an option "
+        "(keras-transfer run RECIPE --help lists them): "
         "keras-transfer run dog_breeds --backbone resnet50 --strategy fine_tune --fine-tune-epochs 5",
+        add_help=False,
     )
     run.add_argument("recipe", nargs="?", help="recipe name")
     run.add_argument("--list", action="store_true", help="list the recipes")
-    run.set_defaults(func=_run, takes_extra=True)
+    # Ours, not argparse's: with a recipe named, --help lists that recipe's options.
+    run.add_argument("-h", "--help", action="store_true", help="this help, or a recipe's options")
+    run.set_defaults(func=_run, takes_extra=True, parser=run)
 
     diagnose = sub.add_parser(
         "diagnose",

@@ -15,7 +15,7 @@ a strategy that trains no pretrained weight.
 
 import dataclasses
 import numbers
-from typing import KW_ONLY, Literal
+from typing import Literal
 
 from keras_transfer import _checks
 from keras_transfer.search import Candidate
@@ -83,7 +83,7 @@ class FineTuneConfig:
     """
 
     num_classes: int
-    _: KW_ONLY
+    _: dataclasses.KW_ONLY
     head_epochs: int = 5
     fine_tune_epochs: int = 5
     strategy: Literal[STRATEGIES] = "fine_tune"
@@ -130,7 +130,9 @@ class FineTuneConfig:
             raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={n!r}")
         for name in ("head_epochs", "fine_tune_epochs", "warmup_steps", "patience"):
             self._set(name, _checks.non_negative_int(name, getattr(self, name)))
-        self._set("strategy", _checks.choice("strategy", self.strategy, STRATEGIES))
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown `strategy`. Received: strategy={self.strategy!r}. "
+                             f"Valid strategies: {list(STRATEGIES)}")
         self._set("top_blocks", _checks.non_negative_int("top_blocks", self.top_blocks, optional=True))
         for name in ("head_lr", "backbone_lr"):
             value = getattr(self, name)

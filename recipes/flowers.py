@@ -23,7 +23,7 @@ CONFIG = ImageRecipeConfig(
     batch_size=32,
     head_epochs=5,
     fine_tune_epochs=8,
-    unfreeze_top_blocks=3,
+    top_blocks=3,
     layer_decay=0.6,
 )
 

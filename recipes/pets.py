@@ -21,7 +21,7 @@ CONFIG = ImageRecipeConfig(
     batch_size=64,
     head_epochs=5,
     fine_tune_epochs=10,
-    unfreeze_top_blocks=3,
+    top_blocks=3,
     layer_decay=0.6,
 )
 

@@ -1,5 +1,7 @@
 """The `keras-transfer` command."""
 
+import dataclasses
+
 import keras
 import pytest
 
@@ -31,3 +33,129 @@ def test_inspect_a_saved_model_keeps_its_frozen_blocks(tmp_path, capsys):
 def test_inspect_unknown_name_lists_known_ones():
     with pytest.raises(SystemExit, match="unknown backbone 'resnet5'.*resnet50"):
         cli.main(["inspect", "resnet5"])
+
+
+# Every option a recipe takes on the command line, what one types, and the value the recipe gets.
+# A new config field must be added here: the test below checks the table covers them all.
+OPTION_VALUES = {
+    "dataset": (["stanford_dogs"], "stanford_dogs"),
+    "num_classes": (["7"], 7),
+    "head_epochs": (["2"], 2),
+    "fine_tune_epochs": (["3"], 3),
+    "strategy": (["full"], "full"),
+    "top_blocks": (["2"], 2),
+    "head_lr": (["find"], "find"),
+    "backbone_lr": (["3e-5"], 3e-5),
+    "layer_decay": (["none"], None),
+    "lora_rank": (["4"], 4),
+    "lora_alpha": (["16"], 16.0),
+    "cache_features": ([], False),  # --no-cache-features
+    "early_stopping": ([], True),  # --early-stopping
+    "mixed_precision": (["mixed_bfloat16"], "mixed_bfloat16"),
+    "jit_compile": (["false"], False),
+    "checkpoint_dir": (["/tmp/ckpt"], "/tmp/ckpt"),
+    "label_smoothing": (["0.2"], 0.2),
+    "dropout": (["0.5"], 0.5),
+    "optimizer": (["sgd"], "sgd"),
+    "weight_decay": (["0.01"], 0.01),
+    "warmup_steps": (["100"], 100),
+    "decay_steps": (["1000"], 1000),
+    "patience": (["5"], 5),
+    "verbose": (["2"], 2),
+    "monitor": (["val_loss"], "val_loss"),
+    "l2_sp": (["0.01"], 0.01),
+    "candidates": (["fine_tune", "lora"], ["fine_tune", "lora"]),
+    "budget": (["6"], 6),
+    "train_split": (["train[:80%]"], "train[:80%]"),
+    "val_split": (["train[80%:]"], "train[80%:]"),
+    "backbone": (["resnet50"], "resnet50"),
+    "weights": (["/weights/b0.h5"], "/weights/b0.h5"),
+    "image_size": (["160"], 160),
+    "batch_size": (["16"], 16),
+    "augment": (["none"], "none"),
+    "data_dir": (["/data/tfds"], "/data/tfds"),
+    "max_examples": (["16"], 16),
+    "output_dir": (["runs"], "runs"),
+    "task": (["BertTextClassifier"], "BertTextClassifier"),
+    "sequence_length": (["128"], 128),
+}
+FLAGS = {"cache_features": "--no-cache-features", "early_stopping": "--early-stopping"}
+
+
+def _recipe(name):
+    import importlib
+
+    return importlib.import_module(f"keras_transfer.recipes.{name}")
+
+
+@pytest.mark.parametrize("name", ["dog_breeds", "flowers", "pets", "imdb"])
+def test_every_recipe_option_reads_its_type(name):
+    config = _recipe(name).CONFIG
+    fields = [f.name for f in dataclasses.fields(config)]
+    assert set(fields) <= set(OPTION_VALUES), f"add {sorted(set(fields) - set(OPTION_VALUES))} to OPTION_VALUES"
+    parser = cli.recipe_parser(config)
+    for field in fields:
+        typed, expected = OPTION_VALUES[field]
+        flag = FLAGS.get(field, f"--{field.replace('_', '-')}")
+        parsed = vars(parser.parse_args([flag, *typed]))
+        assert parsed == {field: expected}, field
+        assert type(parsed[field]) is type(expected), field
+
+
+def test_run_passes_typed_options_to_the_recipe(monkeypatch):
+    """`--max-examples 16` reached the recipe as the string '16' when types were guessed from defaults."""
+    module = _recipe("dog_breeds")
+    received = {}
+
+    def run(**overrides):
+        received.update(overrides)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, "run", run)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "dog_breeds", "--max-examples", "16", "--image-size", "64", "--head-lr", "1e-3",
+                  "--no-early-stopping", "--verbose", "auto", "--epochs", "2"])
+    assert received == {"max_examples": 16, "image_size": 64, "head_lr": 1e-3, "early_stopping": False,
+                        "verbose": "auto", "epochs": 2}
+
+
+def test_run_options_check_their_values(capsys):
+    parser = cli.recipe_parser(_recipe("dog_breeds").CONFIG)
+    for argv, error in [
+        (["--max-examples", "many"], "argument --max-examples: expected int or none; received 'many'"),
+        (["--head-lr", "fast"], "argument --head-lr: expected float or 'find'; received 'fast'"),
+        (["--strategy", "finetune"], "argument --strategy: expected 'scratch' or 'feature_extraction'"),
+        (["--jit-compile", "maybe"], "argument --jit-compile: expected bool or 'auto'; received 'maybe'"),
+    ]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert error in capsys.readouterr().err
+
+
+def test_run_recipe_help_lists_the_recipe_options(capsys):
+    assert cli.main(["run", "dog_breeds", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: keras-transfer run dog_breeds")
+    for option in ("--top-blocks int|none", "--max-examples int|none", "--head-lr float|find",
+                   "--cache-features, --no-cache-features"):
+        assert option in out, option
+    assert "--unfreeze-top-blocks" not in out
+    assert cli.main(["run", "--help"]) == 0
+    assert "--list" in capsys.readouterr().out
+
+
+def test_run_old_unfreeze_top_blocks_flag_still_works_and_warns(monkeypatch):
+    module = _recipe("dog_breeds")
+    configured = []
+
+    def run_image_recipe(name, config):
+        configured.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, "run_image_recipe", run_image_recipe)
+    with pytest.warns(FutureWarning, match=r"`run\(unfreeze_top_blocks=...\)` is now `top_blocks=`"):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "dog_breeds", "--unfreeze-top-blocks", "2"])
+    assert configured[0].top_blocks == 2
+    with pytest.raises(ValueError, match="Received: unfreeze_top_blocks=2, top_blocks=1"):
+        cli.main(["run", "dog_breeds", "--unfreeze-top-blocks", "2", "--top-blocks", "1"])

@@ -82,3 +82,58 @@ def test_run_list_names_every_recipe(capsys):
 def test_run_unknown_recipe_lists_the_recipes():
     with pytest.raises(SystemExit, match="unknown recipe 'dogs'. Recipes: dog_breeds, flowers, pets, imdb"):
         cli.main(["run", "dogs"])
+
+
+def test_recipes_keep_their_published_defaults():
+    from keras_transfer.recipes import dog_breeds, flowers, imdb, pets
+
+    image = dict(strategy="fine_tune", head_epochs=5, top_blocks=3, head_lr=1e-3, backbone_lr=1e-5, layer_decay=0.6,
+                 label_smoothing=0.1, dropout=0.3, optimizer="adamw", weight_decay=1e-4, warmup_steps=0,
+                 backbone="efficientnet_b0", image_size=(224, 224), verbose=1, cache_features=True)
+    for module, extra in [(dog_breeds, dict(num_classes=120, fine_tune_epochs=10, batch_size=64)),
+                          (flowers, dict(num_classes=5, fine_tune_epochs=8, batch_size=32)),
+                          (pets, dict(num_classes=37, fine_tune_epochs=10, batch_size=64))]:
+        assert {k: getattr(module.CONFIG, k) for k in {**image, **extra}} == {**image, **extra}, module.__name__
+    text = dict(strategy="lora", lora_rank=8, head_epochs=1, fine_tune_epochs=3, head_lr=1e-3, backbone_lr=5e-5,
+                optimizer="adamw", weight_decay=1e-2, cache_features=False, batch_size=32, sequence_length=256)
+    assert {k: getattr(imdb.CONFIG, k) for k in text} == text
+
+
+def test_recipe_configs_are_fine_tune_configs_checked_the_same_way():
+    from keras_transfer.config import FineTuneConfig
+    from keras_transfer.recipes import dog_breeds, imdb
+
+    assert isinstance(dog_breeds.CONFIG, FineTuneConfig) and isinstance(imdb.CONFIG, FineTuneConfig)
+    with pytest.raises(ValueError, match=r"Received: strategy='fine_tune', budget=4"):
+        configure(dog_breeds.CONFIG, {"budget": 4})
+    with pytest.raises(ValueError, match=r"Received: head_epochs=-1"):
+        configure(dog_breeds.CONFIG, {"head_epochs": -1})
+    with pytest.raises(ValueError, match=r"Received: max_examples=0"):
+        configure(imdb.CONFIG, {"max_examples": 0})
+    # A published setting the new strategy does not use is no error: `top_blocks=3` under "full".
+    assert configure(dog_breeds.CONFIG, {"strategy": "full"}).top_blocks == 3
+
+
+def test_recipe_image_size_is_a_side_or_a_pair():
+    assert ImageRecipeConfig("tf_flowers", 5, image_size=96).image_size == (96, 96)
+    assert configure(ImageRecipeConfig("tf_flowers", 5), {"image_size": (64, 96)}).image_size == (64, 96)
+    with pytest.raises(ValueError, match=r"Received: image_size=\(64, 0\)"):
+        ImageRecipeConfig("tf_flowers", 5, image_size=(64, 0))
+
+
+def test_recipe_verbose_takes_keras_values():
+    config = ImageRecipeConfig("tf_flowers", 5)
+    assert [configure(config, {"verbose": v}).verbose for v in ("auto", 0, 2, True, False)] == [1, 0, 2, 1, 0]
+    with pytest.raises(ValueError, match=r"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose='loud'"):
+        configure(config, {"verbose": "loud"})
+
+
+def test_recipe_old_unfreeze_top_blocks_still_works_and_warns():
+    config = ImageRecipeConfig("tf_flowers", 5)
+    with pytest.warns(FutureWarning, match=r"`run\(unfreeze_top_blocks=...\)` is now `top_blocks=`"):
+        assert configure(config, {"unfreeze_top_blocks": 2}).top_blocks == 2
+    with pytest.warns(FutureWarning, match="is now `top_blocks=`"):
+        assert config.unfreeze_top_blocks == 3
+    with pytest.raises(ValueError, match=r"`unfreeze_top_blocks` is the old name of `top_blocks`; pass `top_blocks` "
+                                         r"only. Received: unfreeze_top_blocks=2, top_blocks=1"):
+        configure(config, {"unfreeze_top_blocks": 2, "top_blocks": 1})
