@@ -17,6 +17,8 @@ import warnings
 
 import keras
 
+from keras_transfer import _keras_compat as compat
+
 HEAD = "head"
 
 
@@ -388,7 +390,7 @@ def _layers_of(model):
 
 
 def _sublayers(layer):
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    return list(compat.child_layers(layer))
 
 
 def _has_signature(model, spec):

@@ -11,12 +11,14 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 import warnings
 
 import keras
 import numpy as np
 
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 from keras_transfer.freezing import unfreeze
 
@@ -199,13 +201,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 match = previous.get(variable.path)
                 if match is not None and tuple(match.shape) == tuple(variable.shape):
                     variable.assign(match.value)
-        model.optimizer = new
-        # What Keras saves as the compile config (and what `kt.recompile` and a
-        # loaded checkpoint compile with) must describe the optimizer in use.
-        if hasattr(model, "_compile_config"):
-            model._compile_config.config["optimizer"] = new
-        model._compiled_trainable_state = {layer: layer.trainable for layer in model._flatten_layers()}
-        model.make_train_function(force=True)
+        compat.replace_optimizer(model, new)
 
 
 class _NullScope:
@@ -216,8 +212,8 @@ class _NullScope:
         return False
 
 
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`keras.callbacks.ModelCheckpoint` that never leaves a half-written file.
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model after each epoch and never leaves a half-written file.
 
     The model is written to a temporary file in the checkpoint's directory,
     flushed to disk, then moved over the old checkpoint with `os.replace`,
@@ -226,15 +222,24 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     An epoch whose loss (or monitored value) is NaN or infinite is never
     saved, so a diverged run keeps its last good checkpoint.
 
+    It takes the arguments of `keras.callbacks.ModelCheckpoint` that make
+    sense once per epoch, and is built on the public callback hooks only.
     Paths with a scheme (`gs://...`) are written by Keras directly, since
     object stores have no atomic rename. Like every callback it is not part
     of a `.keras` file, so it is not registered as serializable.
 
     Args:
         filepath: `.keras` (or `.weights.h5` with `save_weights_only=True`)
-            path; may hold Keras' `{epoch}`-style fields.
-        **kwargs: the arguments of `keras.callbacks.ModelCheckpoint`
-            (`monitor`, `save_best_only`, `mode`, ...).
+            path; may hold `{epoch}` and log fields, as in Keras
+            (`"model-{epoch:02d}-{val_loss:.2f}.keras"`).
+        monitor: the log value `save_best_only` compares.
+        verbose: 0, or 1 to print a line when a checkpoint is written or skipped.
+        save_best_only: write only when `monitor` improves on the best so far
+            (kept in the attribute `best`).
+        save_weights_only: write `model.save_weights` instead of `model.save`.
+        mode: `"min"`, `"max"`, or `"auto"` (min for values named like a
+            loss or error, max otherwise).
+        initial_value_threshold: the value to beat before the first save.
 
     Example:
 
@@ -249,9 +254,38 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     ['last.keras']
     """
 
-    def _save_model(self, epoch, batch, logs):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", initial_value_threshold=None):
+        super().__init__()
+        filepath = os.fspath(filepath) if isinstance(filepath, os.PathLike) else filepath
+        if not isinstance(filepath, str):
+            raise TypeError(f"`filepath` must be a path. Received: filepath={filepath!r}")
+        suffixes = (".weights.h5",) if save_weights_only else (".keras", ".h5")
+        if not filepath.endswith(suffixes):
+            raise ValueError(
+                f"`filepath` must end in {' or '.join(suffixes)} (save_weights_only={save_weights_only}). "
+                f"Received: filepath={filepath!r}"
+            )
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'. Received: mode={mode!r}")
+        self.filepath = filepath
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_best_only = bool(save_best_only)
+        self.save_weights_only = bool(save_weights_only)
+        self.mode = mode
+        self.best = initial_value_threshold
+
+    @property
+    def greater_is_better(self):
+        """Whether a higher `monitor` value is an improvement."""
+        if self.mode != "auto":
+            return self.mode == "max"
+        return not any(word in self.monitor for word in ("loss", "error"))
+
+    def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        filepath = self._get_file_path(epoch, batch, logs)
+        filepath = self.filepath.format(epoch=epoch + 1, **logs)
         bad = {k: logs[k] for k in ("loss", self.monitor) if k in logs and not _is_finite(logs[k])}
         if bad:
             warnings.warn(
@@ -260,32 +294,53 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 stacklevel=2,
             )
             return
-        if not self._should_save_model(epoch, batch, logs, filepath):
-            return
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(
+                    f"Can save the best model only with `{self.monitor}` in the logs; it is not there. "
+                    f"Available: {sorted(logs)}",
+                    stacklevel=2,
+                )
+                return
+            current = float(current)
+            if self.best is not None and not (current > self.best if self.greater_is_better else current < self.best):
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return
+            if self.verbose:
+                before = "none" if self.best is None else f"{self.best:.5f}"
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {before} to {current:.5f}, "
+                      f"saving model to {filepath}")
+            self.best = current
+        elif self.verbose:
+            print(f"\nEpoch {epoch + 1}: saving model to {filepath}")
         if self.save_weights_only:
             _atomic_write(filepath, lambda tmp: self.model.save_weights(tmp, overwrite=True))
         else:
             _atomic_write(filepath, lambda tmp: self.model.save(tmp, overwrite=True))
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` whose backups survive a kill at any moment.
+class AtomicBackupAndRestore(keras.callbacks.Callback):
+    """Backs up training every epoch, so a killed run resumes; backups survive a kill at any moment.
 
-    Keras' own callback overwrites `latest.weights.h5` in place and then the
-    epoch counter in a second file: a kill during the first write corrupts
-    the only backup, and a kill between the two pairs new weights with an old
-    epoch. Here every backup goes to a new weights file, and the metadata
-    (epoch, weights file name, and the `best` values of the companion
-    `checkpoints`) is committed last with one atomic `os.replace`; older
-    weights files are removed only after that. A resumed run so restores
-    weights, optimizer state, the epoch and what counts as "best".
+    Keras' `BackupAndRestore` overwrites `latest.weights.h5` in place and then
+    the epoch counter in a second file: a kill during the first write
+    corrupts the only backup, and a kill between the two pairs new weights
+    with an old epoch. Here every backup goes to a new weights file, and the
+    metadata (epoch, weights file name, and the `best` values of the
+    companion `checkpoints`) is committed last with one atomic `os.replace`;
+    older weights files are removed only after that. A resumed run so
+    restores weights, optimizer state, the epoch and what counts as "best".
 
     Args:
         backup_dir: directory of the backup, used by nothing else.
-        save_freq: `"epoch"` or a number of batches.
-        checkpoints: `ModelCheckpoint`s (with `save_best_only=True`) whose
-            best value is saved with each backup and restored on resume, so
-            a resumed run does not overwrite `best.keras` with a worse model.
+        save_freq: `"epoch"`, or a number of batches (a run resumed from a
+            mid-epoch backup repeats that epoch from its start).
+        checkpoints: `AtomicModelCheckpoint`s or `keras.callbacks.ModelCheckpoint`s
+            (with `save_best_only=True`) whose best value is saved with each
+            backup and restored on resume, so a resumed run does not
+            overwrite `best.keras` with a worse model.
         delete_checkpoint: delete the backup when `fit` completes.
 
     Example:
@@ -301,16 +356,69 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", checkpoints=(), delete_checkpoint=True):
-        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint)
+        super().__init__()
+        if not isinstance(backup_dir, (str, os.PathLike)) or not str(backup_dir):
+            raise TypeError(f"`backup_dir` must be a path. Received: backup_dir={backup_dir!r}")
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq <= 0):
+            raise ValueError(f"`save_freq` must be 'epoch' or a positive number of batches. "
+                             f"Received: save_freq={save_freq!r}")
+        self.backup_dir = str(backup_dir)
+        self.save_freq = save_freq
+        self.delete_checkpoint = bool(delete_checkpoint)
         self.checkpoints = list(checkpoints)
         for checkpoint in self.checkpoints:
-            if not isinstance(checkpoint, keras.callbacks.ModelCheckpoint):
+            if not isinstance(checkpoint, (keras.callbacks.ModelCheckpoint, AtomicModelCheckpoint)):
                 raise TypeError(
-                    "`checkpoints` must hold keras.callbacks.ModelCheckpoint instances. "
+                    "`checkpoints` must hold keras.callbacks.ModelCheckpoint or AtomicModelCheckpoint instances. "
                     f"Received: {checkpoint!r}"
                 )
+        self._epoch = 0
+        self._batches = 0
 
-    def _save_model(self):
+    @property
+    def metadata_path(self):
+        """The file whose atomic replacement commits a backup."""
+        return pathlib.Path(self.backup_dir) / "training_metadata.json"
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._batches = 0, 0
+        metadata = json.loads(self.metadata_path.read_text()) if self.metadata_path.exists() else None
+        if metadata is None or "weights" not in metadata:
+            return
+        if not self.model.built:
+            raise ValueError(
+                "`AtomicBackupAndRestore` needs a built model to restore into. "
+                f"Received: model={self.model.name!r}, unbuilt. Call it on a batch first."
+            )
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.metadata_path.parent / metadata["weights"])
+        compat.set_initial_epoch(self.model, metadata["epoch"])
+        for checkpoint in self.checkpoints:
+            best = metadata.get("best", {}).get(checkpoint.filepath)
+            if best is not None:
+                checkpoint.best = best
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches += 1
+        if self._batches % self.save_freq == 0:
+            self._backup(epoch=self._epoch, batch=batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._backup(epoch=epoch + 1, batch=None)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
+
+    def _backup(self, epoch, batch):
         directory = pathlib.Path(self.backup_dir)
         directory.mkdir(parents=True, exist_ok=True)
         fd, weights = tempfile.mkstemp(dir=directory, prefix="state-", suffix=".weights.h5")
@@ -322,35 +430,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             os.remove(weights)
             raise
         metadata = {
-            "epoch": self._current_epoch,
-            "batch": self._last_batch_seen,
+            "epoch": epoch,
+            "batch": batch,
             "weights": os.path.basename(weights),
             "best": {c.filepath: _to_float(c.best) for c in self.checkpoints},
         }
-        _atomic_write(self._training_metadata_path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(metadata)))
+        _atomic_write(self.metadata_path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(metadata)))
         for stale in directory.glob("state-*.weights.h5"):
             if stale.name != metadata["weights"]:
                 stale.unlink(missing_ok=True)
-
-    def _load_model(self):
-        metadata_path = pathlib.Path(self._training_metadata_path)
-        if not metadata_path.exists() or "weights" not in json.loads(metadata_path.read_text()):
-            return super()._load_model()
-        if not self.model.built:
-            raise ValueError(
-                "`AtomicBackupAndRestore` needs a built model to restore into. "
-                f"Received: model={self.model.name!r}, unbuilt. Call it on a batch first."
-            )
-        metadata = json.loads(metadata_path.read_text())
-        optimizer = self.model.optimizer
-        if optimizer is not None and not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(metadata_path.parent / metadata["weights"])
-        self.model._initial_epoch = metadata["epoch"]
-        for checkpoint in self.checkpoints:
-            best = metadata.get("best", {}).get(checkpoint.filepath)
-            if best is not None:
-                checkpoint.best = best
 
 
 def checkpoint_callbacks(

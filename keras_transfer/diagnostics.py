@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 
 # Ridge penalties tried by the probe, relative to the largest squared singular
@@ -1029,7 +1030,7 @@ def _graph_of(model, chosen):
     if any(layer is last for layer in top_layers):
         return model
     for index, layer in enumerate(top_layers):
-        if isinstance(layer, keras.Model) and any(inner is last for inner in layer._flatten_layers()):
+        if isinstance(layer, keras.Model) and any(inner is last for inner in compat.walk_layers(layer)):
             if any(not isinstance(lay, keras.layers.InputLayer) for lay in top_layers[:index]):
                 raise ValueError(
                     f"`backbone` runs layers before its nested backbone {layer.name!r}; pass that backbone "

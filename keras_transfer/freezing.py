@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 
 
@@ -171,13 +172,13 @@ def recompile(model, optimizer=None, **compile_overrides):
     >>> kt.recompile(model).optimizer.__class__.__name__
     'SGD'
     """
-    config = getattr(model, "_compile_config", None)
-    if config is None or not model.compiled:
+    arguments = compat.compile_arguments(model)
+    if arguments is None or not model.compiled:
         raise ValueError(
             f"`model` has not been compiled yet, so there is nothing to recompile. "
             f"Received: model={model.name!r}. Call `model.compile(...)` instead."
         )
-    kwargs = dict(config.config)
+    kwargs = arguments
     if optimizer is None:
         old = model.optimizer
         optimizer = old.__class__.from_config(old.get_config())
@@ -196,8 +197,8 @@ def _count_trainable_at_most(block):
     """Scalars that would train if every layer of the block were trainable."""
     seen, total = set(), 0
     for layer in block.layers:
-        for sub in layer._flatten_layers(include_self=True, recursive=True):
-            for v in sub._trainable_variables:
+        for sub in compat.walk_layers(layer):
+            for v in compat.trainable_kind_variables(sub):
                 if id(v) not in seen:
                     seen.add(id(v))
                     total += int(np.prod(v.shape))
@@ -211,14 +212,14 @@ def _set_trainable(model, blocks, trainable, train_bn, backbone):
     # undoes the per-layer choices made below (and no frozen LoRA kernel is
     # re-enabled on the way).
     for container in _containers(model, blocks):
-        container._trainable = True
+        compat.set_trainable_flag(container, True)
     for block in blocks:
         train = block.is_head or id(block) in chosen
         for layer in block.layers:
             layer.trainable = train
     for block in backbone:
         for layer in block.layers:
-            for sub in layer._flatten_layers(include_self=True, recursive=True):
+            for sub in compat.walk_layers(layer):
                 if isinstance(sub, keras.layers.BatchNormalization):
                     sub.trainable = bool(train_bn)
     after = {id(v) for v in model.trainable_weights}
@@ -236,10 +237,10 @@ def _containers(model, blocks):
     """Every layer that holds a block's layer without being in a block itself."""
     in_blocks = {id(layer) for b in blocks for layer in b.layers}
     out = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in compat.walk_layers(model):
         if id(layer) in in_blocks:
             continue
-        inner = layer._flatten_layers(include_self=False, recursive=True)
+        inner = compat.walk_layers(layer, include_self=False)
         if any(id(sub) in in_blocks for sub in inner):
             out.append(layer)
     return out
