@@ -27,8 +27,8 @@ import pathlib
 import keras
 import numpy as np
 import pandas as pd
-from keras.src.models.functional import Functional  # Keras has no public name for the class
 
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import compile_selector, get_blocks
 from keras_transfer.freezing import freeze
 
@@ -58,7 +58,7 @@ class _LoRAMixin:
         return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
 
     def _build_lora(self):
-        kernel_shape = tuple(self._kernel.shape)
+        kernel_shape = tuple(compat.base_kernel(self).shape)
         fan_in = int(np.prod(kernel_shape[:-1]))
         limit = min(fan_in, kernel_shape[-1])
         if self.rank > limit:
@@ -77,23 +77,23 @@ class _LoRAMixin:
         )
         # Created trainable, then set: TensorFlow only differentiates variables
         # that were trainable when created, whatever the flag says later.
-        self.lora_a.trainable = self.lora_b.trainable = self._trainable
-        self._kernel.trainable = False
+        self.lora_a.trainable = self.lora_b.trainable = compat.trainable_flag(self)
+        compat.base_kernel(self).trainable = False
         if self.bias is not None:
             self.bias.trainable = False
 
     @property
     def trainable(self):
-        return self._trainable
+        return compat.trainable_flag(self)
 
     @trainable.setter
     def trainable(self, value):
         # Keras' setter would re-enable every variable, the frozen base kernel
         # included; here only the adapters follow the layer's flag.
-        self._trainable = bool(value)
+        compat.set_trainable_flag(self, value)
         for variable in (getattr(self, "lora_a", None), getattr(self, "lora_b", None)):
             if variable is not None:
-                variable.trainable = self._trainable
+                variable.trainable = bool(value)
 
     def _lora_inputs(self, inputs, training):
         if self.lora_dropout is None:
@@ -114,13 +114,13 @@ class _LoRAMixin:
             ValueError: if the result holds NaN or inf.
         """
         delta = keras.ops.matmul(self.lora_a, self.lora_b) * self.scaling
-        kernel = keras.ops.add(keras.ops.cast(self._kernel, "float32"), delta)
+        kernel = keras.ops.add(keras.ops.cast(compat.base_kernel(self), "float32"), delta)
         if not bool(keras.ops.all(keras.ops.isfinite(kernel))):
             raise ValueError(
                 f"Merging the LoRA update of layer {self.name!r} gives NaN or inf values "
                 f"(rank={self.rank}, alpha={self.alpha}); the kernel was left unchanged."
             )
-        return keras.ops.cast(kernel, self._kernel.dtype)
+        return keras.ops.cast(kernel, compat.base_kernel(self).dtype)
 
     def merge(self):
         """Folds the update into the kernel and resets `lora_b` to zero.
@@ -133,14 +133,14 @@ class _LoRAMixin:
         Returns:
             The layer.
         """
-        self._kernel.assign(self.merged_kernel())
+        compat.base_kernel(self).assign(self.merged_kernel())
         self.lora_b.assign(keras.ops.zeros(self.lora_b.shape, self.lora_b.dtype))
         return self
 
     def save_own_variables(self, store):
         if not self.built:
             return
-        kernel = self.merged_kernel() if self._save_merged else self._kernel
+        kernel = self.merged_kernel() if self._save_merged else compat.base_kernel(self)
         values = [kernel] + ([self.bias] if self.bias is not None else [])
         if not self._save_merged:
             values += [self.lora_a, self.lora_b]
@@ -150,7 +150,7 @@ class _LoRAMixin:
     def load_own_variables(self, store):
         if not self.built:
             return
-        base = [self._kernel] + ([self.bias] if self.bias is not None else [])
+        base = [compat.base_kernel(self)] + ([self.bias] if self.bias is not None else [])
         count = len(store.keys())
         if count not in (len(base), len(base) + 2):
             raise ValueError(
@@ -215,7 +215,7 @@ class LoRADense(_LoRAMixin, keras.layers.Dense):
         self._build_lora()
 
     def call(self, inputs, training=None):
-        x = keras.ops.matmul(inputs, self._kernel)
+        x = keras.ops.matmul(inputs, compat.base_kernel(self))
         # (x·A)·B costs far less than x·(A·B) when rank is small.
         update = keras.ops.matmul(keras.ops.matmul(self._lora_inputs(inputs, training), self.lora_a), self.lora_b)
         return self._finish(keras.ops.add(x, update * self.scaling))
@@ -246,7 +246,7 @@ class LoRADense(_LoRAMixin, keras.layers.Dense):
             config.pop(key, None)
         layer = cls(rank=rank, alpha=alpha, dropout=dropout, use_rslora=use_rslora, **config)
         layer.build((None, dense.kernel.shape[0]))
-        layer._kernel.assign(dense.kernel)
+        compat.base_kernel(layer).assign(dense.kernel)
         if dense.bias is not None:
             layer.bias.assign(dense.bias)
         return layer
@@ -296,7 +296,7 @@ class LoRAEinsumDense(_LoRAMixin, keras.layers.EinsumDense):
         self._build_lora()
 
     def call(self, inputs, training=None):
-        x = keras.ops.einsum(self.equation, inputs, self._kernel)
+        x = keras.ops.einsum(self.equation, inputs, compat.base_kernel(self))
         delta = keras.ops.matmul(self.lora_a, self.lora_b) * self.scaling
         update = keras.ops.einsum(self.equation, self._lora_inputs(inputs, training), delta)
         return self._finish(keras.ops.add(x, update))
@@ -433,7 +433,7 @@ def save_adapters(model, path, include_head=False):
     for i, layer in enumerate(layers):
         arrays[f"a{i}"] = keras.ops.convert_to_numpy(layer.lora_a)
         arrays[f"b{i}"] = keras.ops.convert_to_numpy(layer.lora_b)
-        entries.append({"path": layer.path, "class": type(layer).__name__, "kernel_shape": list(layer._kernel.shape),
+        entries.append({"path": layer.path, "class": type(layer).__name__, "kernel_shape": list(compat.base_kernel(layer).shape),
                         **layer._lora_config()})
     head = []
     if include_head:
@@ -476,7 +476,8 @@ def load_adapters(model, path):
     >>> model = kt.apply_lora(kt.build_classifier(demo.build_demo_backbone(), num_classes=4), rank=2)
     >>> path = kt.save_adapters(model, os.path.join(tempfile.mkdtemp(), "adapters"))
     >>> fresh = kt.build_classifier(demo.build_demo_backbone(), num_classes=4)
-    >>> [layer.rank for layer in kt.load_adapters(fresh, path)._flatten_layers() if hasattr(layer, "lora_a")]
+    >>> [layer.rank for layer in kt.load_adapters(fresh, path).get_layer("demo_convnet").layers
+    ...  if hasattr(layer, "lora_a")]
     [2]
     """
     if not isinstance(model, keras.Model):
@@ -505,7 +506,7 @@ def load_adapters(model, path):
         )
     for entry in entries:
         layer = by_path[entry["path"]]
-        for key, actual in (("rank", layer.rank), ("kernel_shape", list(layer._kernel.shape))):
+        for key, actual in (("rank", layer.rank), ("kernel_shape", list(compat.base_kernel(layer).shape))):
             if entry[key] != actual:
                 raise ValueError(
                     f"The adapter for layer {entry['path']!r} in '{path}' has {key}={entry[key]}, "
@@ -546,7 +547,7 @@ def lora_summary(model):
     rows = []
     for block in get_blocks(model):
         lora = [
-            w for layer in block.layers for sub in layer._flatten_layers(include_self=True, recursive=True)
+            w for layer in block.layers for sub in compat.walk_layers(layer)
             if isinstance(sub, _LoRAMixin) for w in (sub.lora_a, sub.lora_b)
         ]
         params = block.num_params
@@ -599,7 +600,7 @@ def _candidates(blocks):
         if block.is_head:
             continue
         for layer in block.layers:
-            for sub in layer._flatten_layers(include_self=True, recursive=True):
+            for sub in compat.walk_layers(layer):
                 if type(sub) in _LORA_CLASSES:
                     out.append((block.name, sub))
     return out
@@ -653,33 +654,32 @@ def _resolve_targets(model, blocks, targets):
 
 
 def _convert(layer, rank, alpha, dropout, use_rslora):
-    layer.__class__ = _LORA_CLASSES[type(layer)]
-    layer._tracker.unlock()
-    layer._init_lora(rank, alpha, dropout, use_rslora)
-    layer._build_lora()
-    layer._tracker.lock()
+    compat.retype(layer, _LORA_CLASSES[type(layer)])
+    with compat.tracking_unlocked(layer):
+        layer._init_lora(rank, alpha, dropout, use_rslora)
+        layer._build_lora()
     layer.trainable = True
 
 
 def _unconvert(layer, kernel):
     plain = next(base for base, lora in _LORA_CLASSES.items() if isinstance(layer, lora))
-    layer._kernel.assign(kernel)
-    layer._tracker.unlock()
-    for variable in (layer.lora_a, layer.lora_b):
-        layer._untrack_variable(variable)
-    if layer.lora_dropout is not None:
-        layer._layers.remove(layer.lora_dropout)
-    for name in ("lora_a", "lora_b", "lora_dropout", "rank", "alpha", "dropout", "use_rslora", "_save_merged"):
-        object.__delattr__(layer, name)
-    layer._tracker.lock()
-    layer.__class__ = plain
+    compat.base_kernel(layer).assign(kernel)
+    with compat.tracking_unlocked(layer):
+        compat.untrack(
+            layer,
+            variables=(layer.lora_a, layer.lora_b),
+            sublayers=[layer.lora_dropout] if layer.lora_dropout is not None else [],
+            attributes=("lora_a", "lora_b", "lora_dropout", "rank", "alpha", "dropout", "use_rslora",
+                        "_save_merged"),
+        )
+    compat.retype(layer, plain)
     # Frozen, as its base kernel was: what trained is now folded in, and the
     # model's trainable set (and a saved optimizer's slots) must not grow.
     layer.trainable = False
 
 
 def _lora_layers(model):
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in compat.walk_layers(model, include_self=False)
             if isinstance(layer, _LoRAMixin)]
 
 
@@ -687,7 +687,7 @@ def _parents(model):
     parents, stack = {}, [model]
     while stack:
         layer = stack.pop()
-        for child in layer._flatten_layers(include_self=False, recursive=False):
+        for child in compat.child_layers(layer):
             if id(child) not in parents:
                 parents[id(child)] = layer
                 stack.append(child)
@@ -699,7 +699,7 @@ def _config_owned_layers(model):
     owned, stack = set(), [model]
     while stack:
         layer = stack.pop()
-        if type(layer).get_config in (Functional.get_config, keras.Sequential.get_config):
+        if compat.is_functional(layer):
             for child in layer.layers:
                 owned.add(id(child))
                 if isinstance(child, keras.Model):
@@ -721,7 +721,7 @@ def _check_ranks(layers, rank):
 
 def _forget_traced_functions(model):
     """Drops cached train/test/predict functions: traced before, they would run the old layers."""
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in compat.walk_layers(model):
         if isinstance(layer, keras.Model):
             layer.train_function = layer.test_function = layer.predict_function = None
 
@@ -736,7 +736,7 @@ def _add_lora(model, layers, rank, alpha, dropout, use_rslora):
         parent = parents.get(id(layer))
         while parent is not None:
             # Not the setter: it would unfreeze the parent's other layers.
-            parent._trainable = True
+            compat.set_trainable_flag(parent, True)
             parent = parents.get(id(parent))
 
 
