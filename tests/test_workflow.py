@@ -1,11 +1,14 @@
 """fine_tune end to end on the demo backbone: exact trainable sets, what moves, resume, export."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 import keras_transfer as kt
 from keras_transfer import data, demo
+from keras_transfer.config import FineTuneConfig
 
 # demo_convnet (stem, block1..3, top) + head Dense(128 -> 4), counted by hand.
 STEM, BLOCK1, BLOCK2, BLOCK3 = 3 * 3 * 3 * 24, 3 * 3 * 24 * 32, 3 * 3 * 32 * 64, 3 * 3 * 64 * 96
@@ -68,7 +71,7 @@ def test_fine_tune_moves_unfrozen_blocks_only_and_keeps_batchnorm_statistics(sha
     # Without validation data nothing is selected: the weights are phase 2's last epoch, not the
     # head phase's if that scored better.
     kt.fine_tune(backbone, train_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
-                 unfreeze_top_blocks=2, backbone_lr=1e-3, verbose=0)
+                 top_blocks=2, backbone_lr=1e-3, verbose=0)
     np.testing.assert_array_equal(before["block2"], keras.ops.convert_to_numpy(watched["block2_conv"].kernel))
     np.testing.assert_array_equal(before["bn_mean"], keras.ops.convert_to_numpy(watched["block3_bn"].moving_mean))
     assert np.abs(before["block3"] - keras.ops.convert_to_numpy(watched["block3_conv"].kernel)).max() > 0
@@ -288,5 +291,73 @@ def test_real_feature_extraction_reaches_the_plain_probe(mobilenet_weights, hyme
 def test_real_fine_tuning_beats_the_plain_probe(mobilenet_weights, hymenoptera_dir):
     backbone, train_ds, val_ds = _real_datasets(mobilenet_weights, hymenoptera_dir)
     result = kt.fine_tune(backbone, train_ds, val_ds, num_classes=2, strategy="fine_tune",
-                          head_epochs=10, fine_tune_epochs=5, unfreeze_top_blocks=2, backbone_lr=1e-5, verbose=0)
+                          head_epochs=10, fine_tune_epochs=5, top_blocks=2, backbone_lr=1e-5, verbose=0)
     assert result.metrics["accuracy"] > PLAIN_PROBE_224
+
+
+def test_fine_tune_takes_a_config_and_keywords_override_it(shapes):
+    """One run: a config, a keyword over it, and a callback that logs Keras' `learning_rate`."""
+    train_ds, val_ds = shapes
+    config = FineTuneConfig(num_classes=4, head_epochs=3, fine_tune_epochs=1, head_lr=1e-3, verbose=0)
+    logs_rate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(learning_rate=1e-3))
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, config, head_epochs=1, callbacks=[logs_rate])
+    assert list(result.history.phase) == ["head", "fine_tune"]
+    assert result.config == dataclasses.replace(config, head_epochs=1)
+    # Rates are columns named after fine_tune's arguments; no `learning_rate` twin of `head_lr`.
+    assert "learning_rate" not in result.history.columns
+    np.testing.assert_allclose(result.history.head_lr, [1e-3, 1e-3])
+
+
+def test_fine_tune_config_round_trips_through_a_dict():
+    config = FineTuneConfig(num_classes=3, strategy="auto", top_blocks=2, head_lr="find", layer_decay=0.8,
+                            lora_rank=4, lora_alpha=8, mixed_precision=None, l2_sp=0.01, verbose="auto",
+                            candidates=["lora", kt.Candidate("top_1@1e-05", 1, 1e-5)], budget=6)
+    assert FineTuneConfig(**dataclasses.asdict(config)) == config
+    assert config.verbose == 1 and config.candidates == ("lora", kt.Candidate("top_1@1e-05", 1, 1e-5))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"budget": 4}, r"`budget` is for strategy='auto' only. Received: strategy='fine_tune', budget=4"),
+        ({"candidates": ["lora"], "strategy": "full"}, r"Received: strategy='full', candidates=\('lora',\)"),
+        ({"l2_sp": 0.1, "strategy": "feature_extraction"},
+         r"Received: strategy='feature_extraction', l2_sp=0.1"),
+        ({"strategy": "auto", "fine_tune_epochs": 0, "budget": 4}, r"Received: fine_tune_epochs=0, budget=4"),
+        ({"strategy": "fine_tune", "top_blocks": 0}, r"Received: strategy='fine_tune', top_blocks=0"),
+    ],
+)
+def test_options_that_do_not_fit_together_name_both(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FineTuneConfig(num_classes=4, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        kt.fine_tune(_backbone(), None, num_classes=4, **kwargs)
+
+
+def test_options_a_strategy_does_not_use_are_ignored_not_rejected():
+    """One dict of settings compares strategies (as `demo.run` does)."""
+    settings = dict(num_classes=4, top_blocks=2, layer_decay=0.5, lora_rank=4)
+    assert [FineTuneConfig(strategy=s, **settings).strategy for s in ("scratch", "full", "lora")] == [
+        "scratch", "full", "lora"]
+
+
+def test_fine_tune_old_unfreeze_top_blocks_still_works_and_warns(shapes):
+    train_ds, _ = shapes
+    with pytest.warns(FutureWarning, match=r"`fine_tune\(unfreeze_top_blocks=...\)` is now `top_blocks=`"):
+        result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=0, fine_tune_epochs=1,
+                              unfreeze_top_blocks=1, verbose=0)
+    assert result.trainable_params == HEAD + TOP
+    assert result.config.top_blocks == 1
+    with pytest.raises(ValueError, match="Received: unfreeze_top_blocks=1, top_blocks=2"):
+        kt.fine_tune(_backbone(), train_ds, num_classes=4, unfreeze_top_blocks=1, top_blocks=2)
+    with pytest.raises(TypeError, match="fine_tune\\(\\) got unexpected keyword arguments: top_block"):
+        kt.fine_tune(_backbone(), train_ds, num_classes=4, top_block=1)
+
+
+def test_lora_alpha_reaches_the_adapters(shapes):
+    train_ds, _ = shapes
+    result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=0, fine_tune_epochs=1, strategy="lora",
+                          lora_rank=2, lora_alpha=8, verbose=0)
+    adapted = [layer for layer in result.model._flatten_layers() if "LoRA" in type(layer).__name__]
+    assert [(layer.rank, layer.alpha) for layer in adapted] == [(2, 8.0)]
+    assert result.trainable_params == HEAD + LORA_RANK_2
