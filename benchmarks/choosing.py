@@ -33,8 +33,8 @@ from keras_transfer.diagnostics import depth_class
 SWEEP = {
     # name: fine_tune arguments; the class is the depth's class in suggest_unfreeze's words.
     "feature_extraction": dict(strategy="feature_extraction"),
-    "top_2@1e-5": dict(strategy="fine_tune", unfreeze_top_blocks=2, backbone_lr=1e-5),
-    "top_8@1e-4": dict(strategy="fine_tune", unfreeze_top_blocks=8, backbone_lr=1e-4),
+    "top_2@1e-5": dict(strategy="fine_tune", top_blocks=2, backbone_lr=1e-5),
+    "top_8@1e-4": dict(strategy="fine_tune", top_blocks=8, backbone_lr=1e-4),
     "all@1e-4_decay0.8": dict(strategy="full", backbone_lr=1e-4, layer_decay=0.8),
 }
 HEAD_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)

@@ -63,7 +63,7 @@ def _ours(name, size, ds, num_classes, epochs):
     backbone = _backbone(name, size)
     start = time.perf_counter()
     result = fine_tune(backbone, ds, num_classes=num_classes, head_epochs=0, fine_tune_epochs=epochs,
-                       strategy="fine_tune", unfreeze_top_blocks=2, early_stopping=False,
+                       strategy="fine_tune", top_blocks=2, early_stopping=False,
                        mixed_precision=None, verbose=0)
     return time.perf_counter() - start, result.trainable_params
 

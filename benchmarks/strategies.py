@@ -52,7 +52,7 @@ def _one(strategy, args, queue):
     num_classes = len(train_ds.class_names)
     n_train = sum(int(x.shape[0]) for x, _ in train_ds)
     budget = dict(head_epochs=args["head_epochs"], fine_tune_epochs=args["fine_tune_epochs"],
-                  head_lr=1e-3, backbone_lr=1e-5, unfreeze_top_blocks=args["top_blocks"],
+                  head_lr=1e-3, backbone_lr=1e-5, top_blocks=args["top_blocks"],
                   lora_rank=4, early_stopping=False, verbose=0)
     start = time.perf_counter()
     try:
