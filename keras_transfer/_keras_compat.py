@@ -25,7 +25,7 @@ from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing
 
 
 def walk_layers(layer, include_self=True):
-    """Every layer nested in `layer`, depth first, each once.
+    """Every layer nested in `layer` (and `layer` itself), each once.
 
     `Model.layers` lists one level of a functional model only, and a custom
     layer's sublayers have no public listing at all.

@@ -151,7 +151,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self._unfrozen = count
         if [id(v) for v in self.model.trainable_variables] == before:
             return
-        self._rebuild_optimizer()
+        self._recompile_in_place()
         if self.verbose:
             backbone = [b.name for b in self._blocks if not b.is_head]
             trained = backbone[len(backbone) - count :]
@@ -179,7 +179,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         blocks = self._blocks if self._blocks is not None else get_blocks(self.model)
         return sum(1 for b in blocks if not b.is_head)
 
-    def _rebuild_optimizer(self):
+    def _recompile_in_place(self):
         model = self.model
         old = model.optimizer
         strategy = getattr(model, "distribute_strategy", None)
