@@ -20,6 +20,15 @@ import keras
 from keras_transfer import _keras_compat as compat
 
 HEAD = "head"
+# Specs added with `register_block_spec`, newest first; tried before BLOCK_SPECS.
+_REGISTERED = []
+
+
+def _check_regex(name, regex):
+    try:
+        re.compile(regex)
+    except (re.error, TypeError) as error:
+        raise ValueError(f"`{name}` must be a regular expression. Received: {name}={regex!r} ({error})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +58,26 @@ class BlockSpec:
     unmatched: str = "previous"
     expand: str = ""
     signature: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.family, str) or not self.family:
+            raise ValueError(f"`family` must be a non-empty string. Received: family={self.family!r}")
+        _check_regex("model", self.model)
+        if (not isinstance(self.rules, (tuple, list)) or not self.rules
+                or not all(isinstance(r, (tuple, list)) and len(r) == 2 for r in self.rules)):
+            raise ValueError(f"`rules` must be a non-empty sequence of (block, regex) pairs. "
+                             f"Received: rules={self.rules!r}")
+        for block, regex in self.rules:
+            _check_regex(f"rules[{block!r}]", regex)
+        if self.unmatched not in ("previous", "next"):
+            raise ValueError(f"`unmatched` must be one of 'previous', 'next'. Received: unmatched={self.unmatched!r}")
+        if self.expand:
+            _check_regex("expand", self.expand)
+        for regex in self.signature:
+            _check_regex("signature", regex)
+        # Frozen and hashable: store sequences as tuples.
+        object.__setattr__(self, "rules", tuple(tuple(r) for r in self.rules))
+        object.__setattr__(self, "signature", tuple(self.signature))
 
 
 _TOP = r"avg_pool|max_pool|predictions|global_.*_pooling2d(_\d+)?|flatten(_\d+)?"
@@ -121,11 +150,6 @@ BLOCK_SPECS = (
         (("stem", r"max_pooling2d(_\d+)?"), (r"\1", r"(mixed\d+)"), ("top", _TOP)),
         unmatched="next",
         signature=(r"mixed0", r"mixed10"),
-    ),
-    BlockSpec(
-        "keras_transfer.demo",
-        r"demo_convnet",
-        (("stem", r"stem_.*"), (r"\1", r"(block\d+)_.*"), ("top", r"top_.*")),
     ),
     # keras-hub backbones, recognised by class name.
     BlockSpec(
@@ -261,21 +285,87 @@ def get_blocks(model, spec=None):
 def find_spec(model):
     """Returns the `BlockSpec` for a model's family, or None if unknown.
 
+    Specs registered with `register_block_spec` are tried first (the latest
+    first), then the built-in `BLOCK_SPECS`.
+
     Example:
 
     >>> import keras, keras_transfer as kt
     >>> kt.find_spec(keras.applications.VGG16(weights=None)).family
     'vgg'
     """
+    specs = block_specs()
     names = (model.name, type(model).__name__)
-    for spec in BLOCK_SPECS:
+    for spec in specs:
         if any(re.fullmatch(spec.model, n) for n in names):
             if not spec.signature or _has_signature(model, spec):
                 return spec
-    for spec in BLOCK_SPECS:
+    for spec in specs:
         if spec.signature and _has_signature(model, spec):
             return spec
     return None
+
+
+def register_block_spec(spec):
+    """Makes every block-aware function use `spec` for the models it matches.
+
+    `freeze`, `unfreeze`, `differential_optimizer`, `apply_lora`,
+    `GradualUnfreezing`, `fine_tune`, the diagnostics and the reports all find
+    blocks through `get_blocks`, which consults registered specs before the
+    built-in table. Registering a spec whose `family` is already registered
+    replaces it.
+
+    Args:
+        spec: a `BlockSpec`; its `model` regex is full-matched against a
+            model's `name` or class name.
+
+    Returns:
+        The spec.
+
+    Example:
+
+    >>> import keras, keras_transfer as kt
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="low_dense"),
+    ...                           keras.layers.Dense(4, name="high_dense")], name="my_net")
+    >>> spec = kt.register_block_spec(kt.BlockSpec(
+    ...     "my_net", r"my_net", (("low", r"low_.*"), ("high", r"high_.*"))))
+    >>> kt.block_names(model)
+    ['low', 'high']
+    >>> kt.unregister_block_spec("my_net")
+    """
+    if not isinstance(spec, BlockSpec):
+        raise TypeError(f"`spec` must be a kt.BlockSpec. Received: spec={spec!r}")
+    _REGISTERED[:] = [s for s in _REGISTERED if s.family != spec.family]
+    _REGISTERED.insert(0, spec)
+    return spec
+
+
+def unregister_block_spec(family):
+    """Removes the registered spec of `family` (built-in specs cannot be removed).
+
+    Example:
+
+    >>> import keras_transfer as kt
+    >>> _ = kt.register_block_spec(kt.BlockSpec("tmp", r"tmp_net", (("all", r".*"),)))
+    >>> kt.unregister_block_spec("tmp")
+    """
+    registered = [s.family for s in _REGISTERED]
+    if family not in registered:
+        raise ValueError(f"No block spec is registered for `family`. Received: family={family!r}. "
+                         f"Registered families: {registered}")
+    _REGISTERED[:] = [s for s in _REGISTERED if s.family != family]
+
+
+def block_specs():
+    """Every spec `get_blocks` tries, in order: registered ones (latest first), then `BLOCK_SPECS`.
+
+    Example:
+
+    >>> import keras_transfer as kt
+    >>> kt.block_specs()[-1].family
+    'keras_hub.transformer'
+    """
+    return tuple(_REGISTERED) + BLOCK_SPECS
 
 
 def block_names(model):
@@ -290,7 +380,7 @@ def block_names(model):
     return [b.name for b in get_blocks(model)]
 
 
-def get_block(model, name, blocks=None):
+def get_block(model, name):
     """Returns the block called `name`, or raises a ValueError listing valid names.
 
     Example:
@@ -300,7 +390,7 @@ def get_block(model, name, blocks=None):
     >>> kt.get_block(vgg, "block5").num_params
     7079424
     """
-    blocks = get_blocks(model) if blocks is None else blocks
+    blocks = get_blocks(model)
     for block in blocks:
         if block.name == name:
             return block
@@ -309,7 +399,7 @@ def get_block(model, name, blocks=None):
     )
 
 
-def select_variables(model, selector, blocks=None, trainable_only=False):
+def select_variables(model, selector, trainable_only=False):
     """Resolves one selector to the variables it names.
 
     The selector language is shared by the whole toolkit: a block name
@@ -320,7 +410,6 @@ def select_variables(model, selector, blocks=None, trainable_only=False):
     Args:
         model: the model.
         selector: a block name or a regex over variable paths.
-        blocks: the model's blocks, if already computed.
         trainable_only: keep only variables that would currently train.
 
     Returns:
@@ -338,12 +427,16 @@ def select_variables(model, selector, blocks=None, trainable_only=False):
     >>> [v.path for v in kt.select_variables(vgg, "block1_conv1/.*")]
     ['block1_conv1/kernel', 'block1_conv1/bias']
     """
+    return _select(get_blocks(model), selector, trainable_only)
+
+
+def _select(blocks, selector, trainable_only=False):
+    """`select_variables` on blocks already found."""
     if not isinstance(selector, str) or not selector:
         raise ValueError(
             "A selector must be a block name or a regex over variable paths. "
             f"Received: selector={selector!r}"
         )
-    blocks = get_blocks(model) if blocks is None else blocks
     by_name = {b.name: b for b in blocks}
     if selector in by_name:
         block = by_name[selector]
@@ -479,7 +572,7 @@ def _generic_blocks(model, layers):
     warnings.warn(
         f"keras_transfer has no block spec for model {model.name!r} "
         f"({type(model).__name__}); using the generic fallback: {how}. "
-        "Pass `spec=BlockSpec(...)` for exact blocks.",
+        "For exact blocks, register a spec for it: `kt.register_block_spec(kt.BlockSpec(...))`.",
         stacklevel=3,
     )
     seen = {}

@@ -147,7 +147,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             # freezing warns that a compiled model must be compiled again:
             # rebuilding the optimizer and the train step below is exactly that.
             warnings.simplefilter("ignore")
-            unfreeze(self.model, top_blocks=count, train_bn=self.train_bn, blocks=self._blocks)
+            unfreeze(self.model, top_blocks=count, train_bn=self.train_bn)
         self._unfrozen = count
         if [id(v) for v in self.model.trainable_variables] == before:
             return

@@ -21,7 +21,7 @@ from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 
 
-def freeze(model, *, train_bn=False, blocks=None):
+def freeze(model, *, train_bn=False):
     """Freezes every backbone block; only the `head` block trains.
 
     Args:
@@ -30,7 +30,6 @@ def freeze(model, *, train_bn=False, blocks=None):
             gamma/beta even in frozen blocks (fastai's `train_bn`). Keras'
             BatchNormalization runs in training mode whenever it is trainable,
             so call the backbone with `training=False` to keep its statistics.
-        blocks: the model's blocks, if already computed.
 
     Returns:
         The model, for chaining.
@@ -47,12 +46,12 @@ def freeze(model, *, train_bn=False, blocks=None):
     ...     int(keras.ops.size(w)) for w in model.non_trainable_weights)
     2562
     """
-    blocks = get_blocks(model) if blocks is None else blocks
+    blocks = get_blocks(model)
     backbone = [b for b in blocks if not b.is_head]
     return _set_trainable(model, blocks, trainable=[], train_bn=train_bn, backbone=backbone)
 
 
-def unfreeze(model, *, top_blocks=None, from_block=None, train_bn=False, blocks=None):
+def unfreeze(model, *, top_blocks=None, from_block=None, train_bn=False):
     """Trains the top backbone blocks (and the head); freezes the rest.
 
     Give exactly one of `top_blocks` or `from_block`. Blocks count from the
@@ -69,7 +68,6 @@ def unfreeze(model, *, top_blocks=None, from_block=None, train_bn=False, blocks=
         train_bn: keep BatchNormalization layers trainable everywhere (see
             `freeze`); by default they stay frozen, in inference mode, even
             inside trainable blocks.
-        blocks: the model's blocks, if already computed.
 
     Returns:
         The model, for chaining.
@@ -81,7 +79,7 @@ def unfreeze(model, *, top_blocks=None, from_block=None, train_bn=False, blocks=
     >>> kt.unfreeze(vgg, top_blocks=1).trainable_weights[0].path
     'block5_conv1/kernel'
     """
-    blocks = get_blocks(model) if blocks is None else blocks
+    blocks = get_blocks(model)
     backbone = [b for b in blocks if not b.is_head]
     names = [b.name for b in backbone]
     if (top_blocks is None) == (from_block is None):
@@ -109,12 +107,11 @@ def unfreeze(model, *, top_blocks=None, from_block=None, train_bn=False, blocks=
     return _set_trainable(model, blocks, trainable=chosen, train_bn=train_bn, backbone=backbone)
 
 
-def trainable_summary(model, blocks=None):
+def trainable_summary(model):
     """One row per block: how many layers and parameters, and how many train.
 
     Args:
         model: a `keras.Model`.
-        blocks: the model's blocks, if already computed.
 
     Returns:
         A `pandas.DataFrame` with columns `block`, `layers`, `params`,
@@ -130,7 +127,7 @@ def trainable_summary(model, blocks=None):
     >>> kt.trainable_summary(kt.unfreeze(vgg, top_blocks=1)).iloc[-1].to_dict()
     {'block': 'block5', 'layers': 4, 'params': 7079424, 'trainable_params': 7079424, 'state': 'trainable'}
     """
-    blocks = get_blocks(model) if blocks is None else blocks
+    blocks = get_blocks(model)
     rows = []
     for block in blocks:
         params, trainable = block.num_params, block.trainable_params

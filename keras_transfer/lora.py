@@ -357,7 +357,7 @@ def apply_lora(model, rank=8, alpha=None, dropout=0.0, targets=None, use_rslora=
     blocks = get_blocks(model)
     chosen = _resolve_targets(model, blocks, targets)
     _check_ranks(chosen, rank)
-    freeze(model, blocks=blocks)
+    freeze(model)
     _add_lora(model, chosen, rank, alpha, dropout, use_rslora)
     return model
 
@@ -752,7 +752,7 @@ def _apply_from_entries(model, entries):
         )
     for entry in entries:
         _check_ranks([by_path[entry["path"]]], entry["rank"])
-    freeze(model, blocks=blocks)
+    freeze(model)
     for entry in entries:
         _add_lora(model, [by_path[entry["path"]]], entry["rank"], entry["alpha"], entry["dropout"],
                   entry["use_rslora"])

@@ -25,7 +25,7 @@ import pandas as pd
 from keras import ops
 
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import get_blocks, select_variables
+from keras_transfer.blocks import _select, get_blocks
 
 _Optimizer = keras.optimizers.Optimizer
 _NOT_INNER = (keras.optimizers.LossScaleOptimizer, keras.optimizers.MultiOptimizer)
@@ -618,7 +618,7 @@ def _variable_rates(model, blocks, head_lr, backbone_lr, layer_decay, learning_r
         for selector, rate in learning_rates.items():
             rate = _check_rate(f"learning_rates[{selector!r}]", rate)
             try:
-                variables = select_variables(model, selector, blocks=blocks)
+                variables = _select(blocks, selector)
             except ValueError as error:
                 raise ValueError(f"Unknown key in `learning_rates`: {error}") from None
             chosen = [v for v in variables if id(v) in rates]

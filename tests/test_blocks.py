@@ -194,3 +194,50 @@ def test_get_block_and_argument_errors():
         kt.get_blocks("resnet50")
     with pytest.raises(ValueError, match="Received: selector=3"):
         kt.select_variables(vgg, 3)
+
+
+def test_a_registered_spec_is_used_by_every_block_aware_function():
+    def model():
+        inputs = keras.Input((4,))
+        x = keras.layers.Dense(3, name="low_dense")(inputs)
+        x = keras.layers.Dense(3, name="mid_dense")(x)
+        return keras.Model(inputs, keras.layers.Dense(2, name="high_dense")(x), name="custom_net")
+
+    spec = kt.BlockSpec("custom", r"custom_net", (("low", r"low_.*"), ("mid", r"mid_.*"), ("high", r"high_.*")))
+    with pytest.warns(UserWarning, match=r"kt.register_block_spec\(kt.BlockSpec\(...\)\)"):
+        assert kt.block_names(model()) == ["low", "mid", "high"]  # prefix fallback: right here by luck only
+    assert kt.register_block_spec(spec) is spec
+    try:
+        assert kt.block_specs()[0] is spec and kt.find_spec(model()) is spec
+        classifier = kt.build_classifier(model(), num_classes=2)
+        assert kt.block_names(classifier) == ["low", "mid", "high", "head"]
+        kt.unfreeze(classifier, top_blocks=1)
+        assert kt.trainable_summary(classifier).state.tolist() == ["frozen", "frozen", "trainable", "trainable"]
+        rates = kt.describe_learning_rates(classifier, kt.differential_optimizer(classifier, head_lr=0.1))
+        assert rates.block.tolist() == ["low", "mid", "high", "head"]
+        assert rates.learning_rate.tolist()[2:] == [0.01, 0.1]
+        # Registering the same family again replaces it.
+        renamed = kt.BlockSpec("custom", r"custom_net", (("bottom", r"low_.*|mid_.*"), ("top", r"high_.*")))
+        kt.register_block_spec(renamed)
+        assert kt.block_names(model()) == ["bottom", "top"]
+        assert [s.family for s in kt.block_specs()].count("custom") == 1
+    finally:
+        kt.unregister_block_spec("custom")
+    assert kt.find_spec(model()) is None
+    with pytest.raises(ValueError, match=r"No block spec is registered for `family`. Received: family='custom'"):
+        kt.unregister_block_spec("custom")
+    with pytest.raises(TypeError, match=r"`spec` must be a kt.BlockSpec. Received: spec='custom'"):
+        kt.register_block_spec("custom")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(family="", model="m", rules=(("a", "a"),)), r"`family` must be a non-empty string. Received: family=''"),
+    (dict(family="f", model="(", rules=(("a", "a"),)), r"`model` must be a regular expression. Received: model='\('"),
+    (dict(family="f", model="m", rules=()), r"`rules` must be a non-empty sequence of \(block, regex\) pairs"),
+    (dict(family="f", model="m", rules=(("a", "["),)), r"`rules\['a'\]` must be a regular expression"),
+    (dict(family="f", model="m", rules=(("a", "a"),), unmatched="last"),
+     r"`unmatched` must be one of 'previous', 'next'. Received: unmatched='last'"),
+])
+def test_block_spec_checks_its_fields(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kt.BlockSpec(**kwargs)
