@@ -24,12 +24,19 @@ import numpy as np
 import pandas as pd
 
 from keras_transfer import data
+from keras_transfer.blocks import BlockSpec, register_block_spec
 from keras_transfer.workflow import fine_tune
 
 SOURCE_SHAPES = ("disk", "square", "triangle", "plus", "ring", "hollow_square")
 TARGET_SHAPES = ("diamond", "x_cross", "half_disk", "hollow_diamond")
 IMAGE_SIZE = 32
 BACKBONE_VERSION = 1
+# The demo backbone's blocks, registered as any user's own architecture would be.
+SPEC = register_block_spec(BlockSpec(
+    "keras_transfer.demo",
+    r"demo_convnet",
+    (("stem", r"stem_.*"), (r"\1", r"(block\d+)_.*"), ("top", r"top_.*")),
+))
 
 
 def _mask(kind, dx, dy, r):
@@ -188,7 +195,7 @@ def run(strategies=("scratch", "feature_extraction", "fine_tune", "lora"), label
     train_ds = data.from_arrays(x_train, y_train, batch_size=16, shuffle=True, seed=seed)
     val_ds = data.from_arrays(x_val, y_val, batch_size=128)
     settings = dict(num_classes=len(TARGET_SHAPES), head_epochs=15, fine_tune_epochs=15, head_lr=3e-3,
-                    backbone_lr=3e-4, layer_decay=0.5, unfreeze_top_blocks=2, lora_rank=4,
+                    backbone_lr=3e-4, layer_decay=0.5, top_blocks=2, lora_rank=4,
                     early_stopping=False, verbose=verbose)
     return _compare(backbone, train_ds, val_ds, strategies, settings, out_dir, "keras_transfer_demo")
 
@@ -228,7 +235,7 @@ def run_real(assets_dir, strategies=("scratch", "feature_extraction", "fine_tune
                                    preprocess=backbone.preprocess, shuffle=True, seed=0)
     val_ds = data.from_directory(photos / "val", image_size=size, batch_size=64, preprocess=backbone.preprocess)
     settings = dict(num_classes=2, head_epochs=5, fine_tune_epochs=3, head_lr=1e-3, backbone_lr=1e-5,
-                    layer_decay=0.7, unfreeze_top_blocks=3, early_stopping=False, verbose=verbose)
+                    layer_decay=0.7, top_blocks=3, early_stopping=False, verbose=verbose)
     return _compare(backbone, train_ds, val_ds, strategies, settings, out_dir, "keras_transfer_demo_real")
 
 
@@ -254,12 +261,11 @@ def _compare(backbone, train_ds, val_ds, strategies, settings, out_dir, stem):
 
 
 def _plot(table, path):
-    import matplotlib
+    # A Figure of its own: no pyplot state, no backend change for the caller.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     bars = ax.bar(table.strategy, table.accuracy, color=["#999999"] + ["#3b75af"] * (len(table) - 1))
     for bar, acc in zip(bars, table.accuracy):
         ax.text(bar.get_x() + bar.get_width() / 2, acc + 0.01, f"{acc:.2f}", ha="center", fontsize=9)
@@ -268,4 +274,3 @@ def _plot(table, path):
     ax.set_title("Transfer vs scratch, same data and epoch budget")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -28,8 +28,10 @@ iterable) of `(x, y)` batches, already preprocessed for the backbone (as
 are integer class ids (one-hot labels are accepted and argmax-ed).
 """
 
+import contextlib
 import dataclasses
 import math
+import random
 
 import keras
 import numpy as np
@@ -152,7 +154,7 @@ class Suggestion:
         top_blocks: backbone blocks to unfreeze from the top (0: keep the
             backbone frozen, train the head only); pass it straight to
             `kt.unfreeze(model, top_blocks=...)` or `fine_tune(...,
-            unfreeze_top_blocks=...)`.
+            top_blocks=...)`.
         from_block: the lowest block to unfreeze (None when `top_blocks` is
             0 or the block names are unknown); the same choice for
             `kt.unfreeze(model, from_block=...)`.
@@ -182,7 +184,7 @@ class Suggestion:
     @property
     def fine_tune_kwargs(self):
         """The advice as `kt.fine_tune` arguments: `fine_tune(model, ..., **s.fine_tune_kwargs)`."""
-        return {"strategy": self.strategy, "unfreeze_top_blocks": self.top_blocks}
+        return {"strategy": self.strategy, "top_blocks": self.top_blocks}
 
     def __str__(self):
         return self.reason
@@ -671,13 +673,32 @@ def _unbiased_mmd2(kernel, a, b):
     return within_a + within_b - 2 * across
 
 
+@contextlib.contextmanager
+def _seeded(seed):
+    """Runs the block from Keras' global seed `seed`, then hands the caller's random streams back.
+
+    Both runs of `negative_transfer` must start from the same head weights,
+    which Keras draws from its global generator. Python's and NumPy's states
+    are restored exactly afterwards, and Keras' generator is reseeded from
+    the caller's NumPy state, so a program seeded by its author stays
+    reproducible and is not reset to `seed`.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    after = int(np.random.randint(2**31 - 1))
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        keras.utils.set_random_seed(after)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def _plot_shift(table, path):
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(table) + 2), 3.2))
+    fig = Figure(figsize=(max(5, 0.45 * len(table) + 2), 3.2))
+    ax = fig.subplots()
     x = np.arange(len(table))
     ax.plot(x, table.mmd, "o-", color="#3b75af", label="source vs target")
     ax.plot(x, table.null_mmd, "s--", color="#999999", label="source half vs half (null)")
@@ -689,7 +710,6 @@ def _plot_shift(table, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # --- negative transfer ----------------------------------------------------------
@@ -742,10 +762,11 @@ def negative_transfer(pretrained_backbone, train_ds, val_ds, *, num_classes=None
         tolerance: how much more accuracy scratch needs before transfer is
             called negative.
         batch_size: batch size for array inputs.
-        seed: seed of both runs (weights of the new head, data order).
+        seed: seed of both runs (weights of the new head, data order). The
+            global random state the caller had is handed back afterwards.
         verbose: Keras `fit` verbosity.
         **fine_tune_kwargs: other `kt.fine_tune` arguments (`head_lr`,
-            `backbone_lr`, `unfreeze_top_blocks`, ...), used by both runs.
+            `backbone_lr`, `top_blocks`, ...), used by both runs.
 
     Returns:
         A `NegativeTransferResult`.
@@ -797,8 +818,8 @@ def negative_transfer(pretrained_backbone, train_ds, val_ds, *, num_classes=None
                     early_stopping=False, verbose=verbose, **fine_tune_kwargs)
     runs = {}
     for start, run_strategy in (("pretrained", strategy), ("scratch", "scratch")):
-        keras.utils.set_random_seed(seed)
-        runs[start] = fine_tune(model, train_ds, val_ds, strategy=run_strategy, **settings)
+        with _seeded(seed):
+            runs[start] = fine_tune(model, train_ds, val_ds, strategy=run_strategy, **settings)
     pretrained = float(runs["pretrained"].metrics["accuracy"])
     scratch = float(runs["scratch"].metrics["accuracy"])
     margin = pretrained - scratch
