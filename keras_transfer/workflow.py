@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from keras_transfer import _checks
+from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 from keras_transfer.callbacks import checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
@@ -421,7 +422,7 @@ def export(model, path):
 
 def _copy_if_lora(model, scratch_dir):
     """`model` itself, or a copy through a `.keras` file when merging would change it."""
-    if not any("LoRA" in type(layer).__name__ for layer in model._flatten_layers()):
+    if not any("LoRA" in type(layer).__name__ for layer in compat.walk_layers(model)):
         return model
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=scratch_dir)
     os.close(fd)
