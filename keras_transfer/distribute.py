@@ -1,11 +1,16 @@
 """Accelerator detection and distribution strategies: TPU, several GPUs, JAX data parallel.
 
-`auto_strategy()` picks what the machine offers and says so in one line:
+`auto_distribution()` picks what the machine offers and says so in one line:
 a `tf.distribute.TPUStrategy` on a TPU (a Colab TPU runtime included), a
 `MirroredStrategy` on several GPUs, Keras' `DataParallel` distribution on the
 JAX backend with several devices, and otherwise a strategy that changes
 nothing. Every result has `.scope()` and `num_replicas_in_sync`, so callers
-write `with strategy.scope():` whatever the backend.
+write `with distribution.scope():` whatever the backend.
+
+Names: in keras_transfer, `strategy` is how a model is trained
+(`fine_tune(strategy="lora")`); how work is spread over devices is a
+`distribution`, the word `keras.distribution` uses. `auto_strategy` is the
+old name of `auto_distribution`.
 
 TensorFlow is imported only when the TensorFlow backend asks for it, so the
 JAX backend runs without touching it.
@@ -15,8 +20,11 @@ import contextlib
 import functools
 import glob
 import os
+import warnings
 
 import keras
+
+from keras_transfer import _checks
 
 ACCELERATORS = ("tpu", "gpu", "cpu")
 # What a TPU VM (Colab's TPU runtime among them) sets, where TPUClusterResolver()
@@ -26,7 +34,7 @@ _TPU_VM_ENV = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID")
 
 
 class KerasDistributionStrategy:
-    """What `auto_strategy` returns off TensorFlow: a `keras.distribution` behind a strategy's interface.
+    """What `auto_distribution` returns off TensorFlow: a `keras.distribution` behind a strategy's interface.
 
     Args:
         distribution: the `keras.distribution.Distribution` in effect, or
@@ -91,8 +99,8 @@ def accelerator_kind():
     return _device_kind(_keras_devices())
 
 
-def auto_strategy(verbose=True):
-    """The distribution strategy for this machine, with a one-line report.
+def auto_distribution(verbose=1):
+    """How to spread work over this machine's devices, with a one-line report.
 
     On TensorFlow: a `tf.distribute.TPUStrategy` on a TPU (connected and
     initialised once per process), a `tf.distribute.MirroredStrategy` over
@@ -103,20 +111,21 @@ def auto_strategy(verbose=True):
     changes nothing.
 
     Args:
-        verbose: print what was found ("keras_transfer: 8 TPU cores, TPUStrategy").
+        verbose: 1 (or "auto") prints what was found ("keras_transfer: 8 TPU
+            cores, TPUStrategy"); 0 is silent.
 
     Returns:
-        A strategy with `.scope()` and `num_replicas_in_sync`.
+        A `tf.distribute.Strategy` or a `KerasDistributionStrategy`: either
+        has `.scope()` and `num_replicas_in_sync`.
 
     Example:
 
     >>> import keras_transfer as kt
-    >>> strategy = kt.auto_strategy(verbose=False)
-    >>> with strategy.scope():
-    ...     batch_size = kt.scale_batch_size(32, strategy)
+    >>> distribution = kt.auto_distribution(verbose=0)
+    >>> with distribution.scope():
+    ...     batch_size = kt.scale_batch_size(32, distribution)
     """
-    if not isinstance(verbose, bool):
-        raise TypeError(f"`verbose` must be a boolean. Received: verbose={verbose!r}")
+    verbose = _checks.verbose(verbose)
     if keras.backend.backend() == "tensorflow":
         strategy, found = _tf_strategy()
     else:
@@ -126,14 +135,32 @@ def auto_strategy(verbose=True):
     return strategy
 
 
-def scale_batch_size(per_replica_batch_size, strategy=None):
+def auto_strategy(verbose=1):
+    """Deprecated name of `auto_distribution`; it will be removed in the next release.
+
+    Example:
+
+    >>> import warnings, keras_transfer as kt
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     kt.auto_strategy(verbose=0).num_replicas_in_sync
+    1
+    """
+    warnings.warn("`kt.auto_strategy()` is now `kt.auto_distribution()`; the old name will be removed in the "
+                  "next release.", FutureWarning, stacklevel=2)
+    return auto_distribution(verbose)
+
+
+def scale_batch_size(per_replica_batch_size, distribution=None, **deprecated):
     """The global batch size: the per-replica batch times the number of replicas.
 
     Args:
         per_replica_batch_size: the batch each device sees, a positive integer.
-        strategy: anything with `num_replicas_in_sync` (what `auto_strategy`
-            returns). Defaults to the strategy in scope on TensorFlow, the
-            distribution in effect on other backends.
+        distribution: anything with `num_replicas_in_sync` (what
+            `auto_distribution` returns, any `tf.distribute.Strategy`).
+            Defaults to the strategy in scope on TensorFlow, the
+            distribution in effect on other backends. (`strategy=` is its
+            old name.)
 
     Returns:
         An int.
@@ -144,18 +171,19 @@ def scale_batch_size(per_replica_batch_size, strategy=None):
     >>> scale_batch_size(32, KerasDistributionStrategy(num_replicas_in_sync=1))
     32
     """
-    if isinstance(per_replica_batch_size, bool) or not isinstance(per_replica_batch_size, int) or (
-        per_replica_batch_size < 1
-    ):
-        raise ValueError(
-            "`per_replica_batch_size` must be a positive integer. "
-            f"Received: per_replica_batch_size={per_replica_batch_size!r}"
-        )
-    replicas = _current_replicas() if strategy is None else getattr(strategy, "num_replicas_in_sync", None)
+    old = _checks.renamed(deprecated, "strategy", "distribution", "scale_batch_size")
+    _checks.no_unknown(deprecated, "scale_batch_size")
+    if old is not None:
+        if distribution is not None:
+            raise ValueError("`strategy` is the old name of `distribution`; pass `distribution` only. "
+                             f"Received: strategy={old!r}, distribution={distribution!r}")
+        distribution = old
+    per_replica_batch_size = _checks.positive_int("per_replica_batch_size", per_replica_batch_size)
+    replicas = _current_replicas() if distribution is None else getattr(distribution, "num_replicas_in_sync", None)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise TypeError(
-            "`strategy` must have a positive integer `num_replicas_in_sync` (a tf.distribute strategy or what "
-            f"auto_strategy returns). Received: strategy={strategy!r}"
+            "`distribution` must have a positive integer `num_replicas_in_sync` (a tf.distribute strategy or what "
+            f"auto_distribution returns). Received: distribution={distribution!r}"
         )
     return per_replica_batch_size * replicas
 

@@ -142,13 +142,13 @@ def run_image_recipe(name, config):
     """
     from keras_transfer import data
     from keras_transfer.backbones import get_backbone
-    from keras_transfer.distribute import auto_strategy
+    from keras_transfer.distribute import auto_distribution
     from keras_transfer.evaluation import evaluate, plot_confusion, plot_history
     from keras_transfer.workflow import export, fine_tune
 
     start = time.perf_counter()
     out = pathlib.Path(config.output_dir) / name
-    distribution = auto_strategy()
+    distribution = auto_distribution()
     with distribution.scope():
         backbone = get_backbone(config.backbone, weights=config.weights, input_shape=config.image_size + (3,),
                                 pooling=None)

@@ -8,7 +8,7 @@ decaying from the head down, AdamW, label smoothing 0.1, and BatchNorm kept in
 inference mode.
 
 Expected: about 0.80 top-1 on the test split with EfficientNetB0 on a Colab T4
-GPU (about 30 minutes) or a Colab TPU through `auto_strategy()`. This figure is
+GPU (about 30 minutes) or a Colab TPU through `auto_distribution()`. This figure is
 our target, not yet a measurement: our CI machines have no GPU and no network.
 Report what you get with `keras-transfer run dog_breeds`.
 

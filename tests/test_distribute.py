@@ -1,4 +1,4 @@
-"""auto_strategy, accelerator_kind and scale_batch_size: the CPU paths for real, TPU / multi-GPU by patching detection."""
+"""auto_distribution, accelerator_kind and scale_batch_size: the CPU paths for real, TPU / multi-GPU by patching detection."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ from keras_transfer import distribute
 from keras_transfer.distribute import (
     KerasDistributionStrategy,
     accelerator_kind,
-    auto_strategy,
+    auto_distribution,
     scale_batch_size,
 )
 
@@ -31,7 +31,7 @@ def _fresh_detection():
 
 
 def test_cpu_machine_gets_a_single_replica_strategy(capsys):
-    strategy = auto_strategy()
+    strategy = auto_distribution()
     line = capsys.readouterr().out.strip()
     assert accelerator_kind() == "cpu"
     assert strategy.num_replicas_in_sync == 1
@@ -50,7 +50,7 @@ def test_cpu_machine_gets_a_single_replica_strategy(capsys):
 
 
 def test_verbose_false_prints_nothing(capsys):
-    auto_strategy(verbose=False)
+    auto_distribution(verbose=False)
     assert capsys.readouterr().out == ""
 
 
@@ -72,8 +72,8 @@ def test_tpu_is_connected_initialised_once_and_reported(monkeypatch, capsys):
     monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda r: calls.append(("init", r)))
     monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPUStrategy)
 
-    first = auto_strategy()
-    second = auto_strategy(verbose=False)
+    first = auto_distribution()
+    second = auto_distribution(verbose=False)
     assert isinstance(first, FakeTPUStrategy) and second is first
     assert calls == [("connect", resolver), ("init", resolver), ("strategy", resolver)]
     assert capsys.readouterr().out == "keras_transfer: 8 TPU cores, TPUStrategy\n"
@@ -92,7 +92,7 @@ def test_several_gpus_get_a_mirrored_strategy(monkeypatch, capsys):
     monkeypatch.setattr(distribute, "_gpu_devices", lambda: ["/physical_device:GPU:0", "/physical_device:GPU:1"])
     monkeypatch.setattr(tf.distribute, "MirroredStrategy", FakeMirroredStrategy)
 
-    strategy = auto_strategy()
+    strategy = auto_distribution()
     assert isinstance(strategy, FakeMirroredStrategy)
     assert capsys.readouterr().out == "keras_transfer: 2 GPUs, MirroredStrategy\n"
     assert accelerator_kind() == "gpu"
@@ -105,7 +105,7 @@ def test_one_gpu_keeps_the_default_strategy(monkeypatch, capsys):
 
     monkeypatch.setattr(distribute, "_tpu_resolver", lambda: None)
     monkeypatch.setattr(distribute, "_gpu_devices", lambda: ["/physical_device:GPU:0"])
-    assert auto_strategy() is tf.distribute.get_strategy()
+    assert auto_distribution() is tf.distribute.get_strategy()
     assert capsys.readouterr().out == "keras_transfer: 1 GPU, default strategy\n"
     assert accelerator_kind() == "gpu"
 
@@ -128,13 +128,13 @@ def test_keras_distribution_strategy_scopes_its_distribution():
 
 
 def test_argument_errors():
-    with pytest.raises(TypeError, match=r"`verbose` must be a boolean. Received: verbose='yes'"):
-        auto_strategy(verbose="yes")
+    with pytest.raises(ValueError, match=r"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose='yes'"):
+        auto_distribution(verbose="yes")
     for bad in (0, -4, 2.5, True, "32"):
         with pytest.raises(ValueError, match="`per_replica_batch_size` must be a positive integer"):
             scale_batch_size(bad)
-    with pytest.raises(TypeError, match="`strategy` must have a positive integer `num_replicas_in_sync`"):
-        scale_batch_size(8, strategy=object())
+    with pytest.raises(TypeError, match="`distribution` must have a positive integer `num_replicas_in_sync`"):
+        scale_batch_size(8, distribution=object())
     with pytest.raises(ValueError, match="Received: num_replicas_in_sync=0"):
         KerasDistributionStrategy(num_replicas_in_sync=0)
     with pytest.raises(TypeError, match="Received: distribution='mesh'"):
@@ -147,8 +147,8 @@ def test_jax_with_four_devices_trains_data_parallel():
     script = textwrap.dedent(
         """
         import keras, numpy as np
-        from keras_transfer.distribute import accelerator_kind, auto_strategy, scale_batch_size
-        strategy = auto_strategy()
+        from keras_transfer.distribute import accelerator_kind, auto_distribution, scale_batch_size
+        strategy = auto_distribution()
         assert isinstance(keras.distribution.distribution(), keras.distribution.DataParallel)
         assert strategy.num_replicas_in_sync == 4, strategy
         assert scale_batch_size(2) == 8 and scale_batch_size(2, strategy) == 8
@@ -170,3 +170,14 @@ def test_jax_with_four_devices_trains_data_parallel():
     assert run.returncode == 0, run.stderr[-3000:]
     assert "keras_transfer: 4 CPU devices (jax), DataParallel" in run.stdout
     assert run.stdout.strip().endswith("OK")
+
+
+def test_old_names_still_work_and_warn():
+    with pytest.warns(FutureWarning, match=r"`kt.auto_strategy\(\)` is now `kt.auto_distribution\(\)`"):
+        distribution = distribute.auto_strategy(verbose=0)
+    with pytest.warns(FutureWarning, match=r"`scale_batch_size\(strategy=...\)` is now `distribution=`"):
+        assert scale_batch_size(8, strategy=distribution) == 8
+    with pytest.raises(ValueError, match="Received: strategy=.*, distribution="):
+        scale_batch_size(8, distribution, strategy=distribution)
+    with pytest.raises(TypeError, match="scale_batch_size\\(\\) got unexpected keyword arguments: replicas"):
+        scale_batch_size(8, replicas=2)
