@@ -51,7 +51,8 @@ import pandas as pd
 from keras import ops
 
 from keras_transfer.blocks import get_blocks
-from keras_transfer.diagnostics import _as_model, _collect, _matched_backbone_weights, _short, forgetting
+from keras_transfer import _inputs as inputs
+from keras_transfer.diagnostics import _as_model, _collect, _matched_backbone_weights, forgetting
 from keras_transfer.optimizers import describe_learning_rates
 
 
@@ -387,13 +388,13 @@ def wise_ft(fine_tuned, pretrained, val_ds, *, alphas=(0, 0.25, 0.5, 0.75, 1.0),
         if hasattr(data, "__next__"):  # a generator or iterator: empty after the first alpha
             raise ValueError(
                 f"`{name}` is read once per alpha, so it must be re-iterable (arrays, a tf.data.Dataset), not "
-                f"a one-shot iterator. Received: {name}={_short(data)}"
+                f"a one-shot iterator. Received: {name}={inputs.short(data)}"
             )
     if (source_model is None) != (source_ds is None):
         raise ValueError(
             "Pass `source_model` and `source_ds` together (the source head judges the interpolated backbone "
-            f"on source data), or neither. Received: source_model={_short(source_model)}, "
-            f"source_ds={_short(source_ds)}"
+            f"on source data), or neither. Received: source_model={inputs.short(source_model)}, "
+            f"source_ds={inputs.short(source_ds)}"
         )
     if source_model is not None:
         _as_model(source_model, "source_model")
@@ -435,7 +436,7 @@ def _mix(pretrained, fine_tuned, alpha):
 
 def _check_model(value, name):
     if not isinstance(value, keras.Model):
-        raise TypeError(f"`{name}` must be a keras.Model. Received: {name}={_short(value)}")
+        raise TypeError(f"`{name}` must be a keras.Model. Received: {name}={inputs.short(value)}")
 
 
 def _dtype_of(w):

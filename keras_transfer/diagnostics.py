@@ -37,6 +37,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _checks
+from keras_transfer import _inputs as inputs
 from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 
@@ -93,9 +95,9 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
     [['stem', 2], ['block1', 2]]
     """
     model, chosen, names = _resolve_blocks(backbone, blocks)
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int("batch_size", batch_size)
     if max_examples is not None:
-        _check_positive_int("max_examples", max_examples)
+        _checks.positive_int("max_examples", max_examples)
     train_features, train_y = _block_features(model, chosen, train_ds, "train_ds", batch_size, max_examples, verbose)
     val_features, val_y = _block_features(model, chosen, val_ds, "val_ds", batch_size, max_examples, verbose)
     classes = np.unique(train_y)
@@ -274,7 +276,7 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
         if train_ds is None or val_ds is None:
             raise ValueError(
                 "With a backbone, `suggest_unfreeze` probes it and needs `train_ds` and `val_ds`. "
-                f"Received: train_ds={_short(train_ds)}, val_ds={_short(val_ds)}"
+                f"Received: train_ds={inputs.short(train_ds)}, val_ds={inputs.short(val_ds)}"
             )
         table = probe_blocks(probe_table_or_backbone, train_ds, val_ds, **probe_kwargs)
         if evidence == "bn_shift" or (
@@ -336,7 +338,7 @@ def shift_level(shift_table):
     0.05
     """
     if not isinstance(shift_table, pd.DataFrame) or "shift" not in shift_table or shift_table.empty:
-        raise ValueError(f"`shift_table` must be a non-empty table from `bn_shift`. Received: {_short(shift_table)}")
+        raise ValueError(f"`shift_table` must be a non-empty table from `bn_shift`. Received: {inputs.short(shift_table)}")
     return float(np.median(shift_table["shift"].to_numpy(dtype=float)))
 
 
@@ -499,8 +501,8 @@ def bn_shift(backbone, target_ds, *, blocks=None, max_examples=500, batch_size=3
     [['stem', 1, 0.0]]
     """
     model, chosen, names = _resolve_blocks(backbone, blocks)
-    _check_positive_int("max_examples", max_examples)
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int("max_examples", max_examples)
+    _checks.positive_int("batch_size", batch_size)
     found = [(block, depth, layer) for block, depth in zip(chosen, _depths(chosen, names))
              for layer in block.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not found:
@@ -613,11 +615,11 @@ def domain_shift(backbone, source_ds, target_ds, blocks=None, *, max_examples=50
     True
     """
     model, chosen, names = _resolve_blocks(backbone, blocks)
-    _check_positive_int("max_examples", max_examples)
+    _checks.positive_int("max_examples", max_examples)
     if max_examples < 4:
         raise ValueError(f"`max_examples` must be at least 4. Received: max_examples={max_examples}")
-    _check_positive_int("permutations", permutations)
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int("permutations", permutations)
+    _checks.positive_int("batch_size", batch_size)
     source, _ = _block_features(model, chosen, source_ds, "source_ds", batch_size, max_examples, verbose,
                                 labels=False)
     target, _ = _block_features(model, chosen, target_ds, "target_ds", batch_size, max_examples, verbose,
@@ -793,7 +795,7 @@ def negative_transfer(pretrained_backbone, train_ds, val_ds, *, num_classes=None
             "`strategy` is how the pretrained start trains. Received: "
             f"strategy={strategy!r}. Valid strategies: ['fine_tune', 'feature_extraction', 'full', 'lora']"
         )
-    _check_positive_int("epochs", epochs)
+    _checks.positive_int("epochs", epochs)
     if epochs < 2:
         raise ValueError(f"`epochs` must be at least 2 (head, then fine-tuning). Received: epochs={epochs}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
@@ -911,9 +913,9 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
     before, after = _as_model(model_before, "model_before"), _as_model(model_after, "model_after")
     if head not in ("source", "after"):
         raise ValueError(f"`head` must be 'source' or 'after'. Received: head={head!r}")
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int("batch_size", batch_size)
     if max_examples is not None:
-        _check_positive_int("max_examples", max_examples)
+        _checks.positive_int("max_examples", max_examples)
     if before.output.shape[-1] in (None, 1) or len(before.output.shape) != 2:
         raise ValueError(
             "`model_before` must output one score per class, shape (batch, num_classes >= 2). "
@@ -1000,7 +1002,7 @@ def _as_model(backbone, name="backbone"):
     model = getattr(backbone, "model", backbone)
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"`{name}` must be a keras.Model or a kt.Backbone. Received: {name}={_short(backbone)} "
+            f"`{name}` must be a keras.Model or a kt.Backbone. Received: {name}={inputs.short(backbone)} "
             f"of type {type(backbone).__name__}"
         )
     return model
@@ -1069,104 +1071,23 @@ def _block_features(model, chosen, data, name, batch_size, max_examples, verbose
 
 def _collect(model, data, name, batch_size, max_examples, verbose, labels=True):
     """Runs `model` over `data` once: (list of output arrays, integer labels or None)."""
-    if isinstance(data, tuple) and len(data) == 2 and not _is_batch_iterable(data[0]):
-        x, y = data
-        n = _length(y, name)
-        if _length(x, name) != n:
-            raise ValueError(f"`{name}` must be (x, y) with as many x as y. Received: {_length(x, name)} x, {n} y")
-        if max_examples is not None:
-            x, y, n = keras.tree.map_structure(lambda a: a[:max_examples], x), np.asarray(y)[:max_examples], \
-                min(n, max_examples)
-        if n == 0:
-            raise ValueError(f"`{name}` is empty.")
-        outputs = model.predict(x, batch_size=batch_size, verbose=verbose)
-        return _as_list(outputs), _labels(y, name)
-    if not labels and isinstance(data, np.ndarray):
-        x = data[:max_examples] if max_examples is not None else data
-        if len(x) == 0:
-            raise ValueError(f"`{name}` is empty.")
-        return _as_list(model.predict(x, batch_size=batch_size, verbose=verbose)), None
-    if not _is_batch_iterable(data):
-        raise TypeError(
-            f"`{name}` must be (x, y) arrays or a dataset of (x, y) batches. "
-            f"Received: {name}={_short(data)} of type {type(data).__name__}"
-        )
-    batches = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else iter(data)
-    try:
-        target = len(data)
-    except TypeError:
-        target = None
-    progbar = keras.utils.Progbar(target, unit_name="batch") if verbose else None
-    outputs, ys, seen = [], [], 0
-    for step, batch in enumerate(batches, start=1):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            if labels:
-                raise ValueError(
-                    f"`{name}` must yield (x, y) batches. Received a batch of type {type(batch).__name__}"
-                )
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        else:
-            x, y = batch[0], batch[1]
-            ys.append(_labels(y, name))
-        outputs.append(_as_list(model.predict_on_batch(x)))
-        seen += len(outputs[-1][0])
-        if progbar is not None:
-            progbar.update(step)
-        if max_examples is not None and seen >= max_examples:
-            break
-    if not outputs:
-        raise ValueError(f"`{name}` is empty.")
-    merged = [np.concatenate([np.asarray(o[i]) for o in outputs]) for i in range(len(outputs[0]))]
-    y = np.concatenate(ys) if ys else None
-    if max_examples is not None:
-        merged = [m[:max_examples] for m in merged]
-        y = y[:max_examples] if y is not None else None
-    return merged, y
-
-
-def _is_batch_iterable(data):
-    return hasattr(data, "__iter__") and not isinstance(data, (tuple, list, dict, str)) and not hasattr(
-        data, "__array__"
-    )
-
-
-def _length(a, name):
-    leaves = keras.tree.flatten(a)
-    if not leaves or not hasattr(leaves[0], "__len__"):
-        raise TypeError(f"`{name}` must hold arrays. Received: {_short(a)}")
-    return len(leaves[0])
-
-
-def _as_list(outputs):
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-
-def _labels(y, name):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(-1)
-    y = y.reshape(-1)
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or not np.all(y == np.round(y)):
-            raise ValueError(f"`{name}` labels must be integer class ids (or one-hot). Received: {y[:5]}...")
-        y = y.astype("int64")
-    if y.size and y.min() < 0:
-        raise ValueError(f"`{name}` labels must be class ids >= 0. Received: min label {y.min()}")
-    return y.astype("int64")
+    outputs, y = inputs.run_model(model, data, name, batch_size=batch_size, max_examples=max_examples,
+                                  verbose=verbose, labels=labels)
+    return outputs, None if y is None else inputs.class_ids(y, name)
 
 
 def _as_dataset(data, name, batch_size, shuffle, seed):
     """`fine_tune` wants datasets: arrays go through `kt.data.from_arrays`. Returns (data, classes or None)."""
-    if isinstance(data, tuple) and len(data) == 2 and not _is_batch_iterable(data[0]):
+    if isinstance(data, tuple) and len(data) == 2 and not inputs.is_batch_iterable(data[0]):
         from keras_transfer.data import from_arrays
 
         x, y = data
-        y = _labels(y, name)
+        y = inputs.class_ids(y, name)
         return from_arrays(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed), int(y.max()) + 1
-    if not _is_batch_iterable(data):
+    if not inputs.is_batch_iterable(data):
         raise TypeError(
             f"`{name}` must be (x, y) arrays or a dataset of (x, y) batches. "
-            f"Received: {name}={_short(data)} of type {type(data).__name__}"
+            f"Received: {name}={inputs.short(data)} of type {type(data).__name__}"
         )
     return data, None
 
@@ -1211,11 +1132,3 @@ def _ridge_probe(train_x, train_y, val_x, val_y, num_classes):
 # --- validation helpers ---------------------------------------------------------------
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -12,6 +12,8 @@ import dataclasses
 import pathlib
 
 import keras
+
+from keras_transfer import _inputs as inputs
 import numpy as np
 import pandas as pd
 
@@ -326,58 +328,18 @@ def plot_confusion(confusion, path, normalize=True, title=None, annotate=None):
 # --- internals ---------------------------------------------------------------
 
 
-def _batches(dataset, batch_size):
-    if isinstance(dataset, tuple) and len(dataset) in (2, 3) and all(hasattr(a, "shape") for a in dataset[:2]):
-        x, y = np.asarray(dataset[0]), np.asarray(dataset[1])
-        if len(x) != len(y):
-            raise ValueError(
-                f"`dataset` arrays must have as many labels as inputs. Received {len(x)} inputs and {len(y)} labels"
-            )
-        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    if not hasattr(dataset, "__iter__"):
-        raise TypeError(
-            "`dataset` must be a tf.data.Dataset, an iterable of (x, y) batches or a tuple (x, y) of arrays. "
-            f"Received: dataset={dataset!r} of type {type(dataset).__name__}"
-        )
-    return dataset
-
-
 def _predict(model, dataset, batch_size, verbose):
-    batches = _batches(dataset, batch_size)
-    try:
-        steps = len(batches)
-    except TypeError:  # unknown or infinite cardinality
-        steps = None
-    progbar = keras.utils.Progbar(steps, verbose=1 if verbose == "auto" else verbose, unit_name="batch")
-    scores, labels = [], []
-    for step, batch in enumerate(batches):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(
-                "`dataset` must yield (x, y) batches with labels. "
-                f"Received a batch of type {type(batch).__name__}"
-            )
-        x, y = batch[0], batch[1]
-        if keras.backend.backend() != "tensorflow":
-            # tf.data yields TensorFlow tensors, which other backends cannot take.
-            x = keras.tree.map_structure(np.asarray, x)
-        output = model.predict_on_batch(x)
-        if isinstance(output, dict) or isinstance(output, (list, tuple)):
-            raise ValueError(
-                "`model` must have a single output of class scores. "
-                f"Received an output of type {type(output).__name__}"
-            )
-        output = np.asarray(keras.ops.convert_to_numpy(output), dtype="float32")
-        if output.ndim != 2 or output.shape[1] < 2:
-            raise ValueError(
-                "`model` must return one score per class, shape (batch, num_classes) with num_classes >= 2. "
-                f"Received output shape {output.shape}"
-            )
-        scores.append(output)
-        labels.append(np.asarray(y))
-        progbar.update(step + 1)
-    if not scores:
-        raise ValueError("`dataset` is empty: there is nothing to evaluate.")
-    return np.concatenate(scores), np.concatenate(labels)
+    (scores, *rest), labels = inputs.run_model(model, dataset, "dataset", batch_size=batch_size,
+                                               verbose=1 if verbose == "auto" else verbose)
+    if rest:
+        raise ValueError(f"`model` must have a single output of class scores. Received {1 + len(rest)} outputs")
+    scores = scores.astype("float32")
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(
+            "`model` must return one score per class, shape (batch, num_classes) with num_classes >= 2. "
+            f"Received output shape {scores.shape}"
+        )
+    return scores, labels
 
 
 def _as_class_ids(labels, num_classes):

@@ -32,16 +32,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _checks
+from keras_transfer import _inputs as inputs
 from keras_transfer.backbones import HUB_PREFIX, Backbone, _resolve, get_backbone
-from keras_transfer.diagnostics import (
-    _block_features,
-    _check_positive_int,
-    _depths,
-    _is_batch_iterable,
-    _labels,
-    _resolve_blocks,
-    _short,
-)
+from keras_transfer.diagnostics import _block_features, _depths, _resolve_blocks
 
 # The evidence fixed point runs until alpha / beta moves by less than this (relative),
 # not the reference code's 11 steps: the evidence is then stationary to float precision,
@@ -168,7 +162,7 @@ def _check_features(features):
         array = np.asarray(features, dtype="float64")
     except (TypeError, ValueError):
         raise TypeError(
-            f"`features` must be a 2-D array of numbers. Received: features={_short(features)}"
+            f"`features` must be a 2-D array of numbers. Received: features={inputs.short(features)}"
         ) from None
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(
@@ -186,7 +180,7 @@ def _check_labels(labels, n):
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) and array.dtype != bool):
         raise ValueError(
             "`labels` must be a 1-D array of integer class ids. "
-            f"Received: labels={_short(labels)} with shape {array.shape} and dtype {array.dtype}"
+            f"Received: labels={inputs.short(labels)} with shape {array.shape} and dtype {array.dtype}"
         )
     if len(array) != n:
         raise ValueError(f"`labels` must hold one label per row of `features`. Received: {len(array)} labels "
@@ -239,9 +233,9 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
     (['stem', 'block1'], True)
     """
     model, chosen, names = _resolve_blocks(backbone, blocks)
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int("batch_size", batch_size)
     if max_examples is not None:
-        _check_positive_int("max_examples", max_examples)
+        _checks.positive_int("max_examples", max_examples)
     _check_verbose(verbose)
     features, labels = _block_features(model, chosen, train_ds, "train_ds", batch_size, max_examples, verbose)
     _check_classes(labels)
@@ -304,8 +298,8 @@ def rank_backbones(candidates, train_ds, *, max_examples=1000, batch_size=32, ve
     """
     entries = _check_candidates(candidates)
     if max_examples is not None:
-        _check_positive_int("max_examples", max_examples)
-    _check_positive_int("batch_size", batch_size)
+        _checks.positive_int("max_examples", max_examples)
+    _checks.positive_int("batch_size", batch_size)
     _check_verbose(verbose)
     images, labels = _read_examples(train_ds, max_examples)
     _check_classes(labels)
@@ -340,7 +334,7 @@ def _check_candidates(candidates):
     else:
         raise TypeError(
             "`candidates` must be a list of candidates or a dict label -> candidate. "
-            f"Received: candidates={_short(candidates)} of type {type(candidates).__name__}"
+            f"Received: candidates={inputs.short(candidates)} of type {type(candidates).__name__}"
         )
     if not entries:
         raise ValueError(f"`candidates` must hold at least one candidate. Received: candidates={candidates!r}")
@@ -366,7 +360,7 @@ def _check_candidates(candidates):
         else:
             raise TypeError(
                 "Each of `candidates` must be a backbone name, a kt.Backbone or a keras.Model. "
-                f"Received: {_short(candidate)} of type {type(candidate).__name__}"
+                f"Received: {inputs.short(candidate)} of type {type(candidate).__name__}"
             )
         labelled.append((default if label is None else label, candidate))
     labels = [label for label, _ in labelled]
@@ -408,38 +402,8 @@ def _pooled_features(model, preprocess, images, batch_size, verbose):
 
 def _read_examples(data, max_examples):
     """The first `max_examples` (images, integer labels) of `data`, as numpy arrays."""
-    if isinstance(data, tuple) and len(data) == 2 and not _is_batch_iterable(data[0]):
-        images, labels = np.asarray(data[0]), _labels(data[1], "train_ds")
-        if len(images) != len(labels):
-            raise ValueError(
-                f"`train_ds` must be (x, y) with as many x as y. Received: {len(images)} x, {len(labels)} y"
-            )
-        if max_examples is not None:
-            images, labels = images[:max_examples], labels[:max_examples]
-    elif _is_batch_iterable(data):
-        batches = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else iter(data)
-        xs, ys, seen = [], [], 0
-        for batch in batches:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError(
-                    f"`train_ds` must yield (x, y) batches. Received a batch of type {type(batch).__name__}"
-                )
-            xs.append(np.asarray(batch[0]))
-            ys.append(_labels(batch[1], "train_ds"))
-            seen += len(ys[-1])
-            if max_examples is not None and seen >= max_examples:
-                break
-        if not xs:
-            raise ValueError("`train_ds` is empty.")
-        images, labels = np.concatenate(xs)[:max_examples], np.concatenate(ys)[:max_examples]
-    else:
-        raise TypeError(
-            "`train_ds` must be (x, y) arrays or a dataset of (x, y) batches. "
-            f"Received: train_ds={_short(data)} of type {type(data).__name__}"
-        )
-    if len(images) == 0:
-        raise ValueError("`train_ds` is empty.")
-    return images, labels
+    images, labels = inputs.read_examples(data, "train_ds", max_examples)
+    return images, inputs.class_ids(labels, "train_ds")
 
 
 def _check_classes(labels):
