@@ -18,6 +18,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
 from keras_transfer.blocks import get_blocks
 from keras_transfer.freezing import unfreeze
@@ -27,7 +28,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
     """Unfreezes the backbone block by block, from the top down, while `fit` runs.
 
     At the start of epoch `e` the top
-    `min(start_blocks + e * blocks_per_epoch, max_blocks)` backbone blocks
+    `min(top_blocks + e * blocks_per_epoch, max_top_blocks)` backbone blocks
     train (the `head` always does), as in ULMFiT's gradual unfreezing. When
     the trainable set changes, the callback does what a `compile` would:
     it builds a fresh optimizer for the new trainable variables, carries over
@@ -36,17 +37,19 @@ class GradualUnfreezing(keras.callbacks.Callback):
     and retraces the train step. This works on every backend, including the
     cached training state of the JAX trainer.
 
-    The number of unfrozen blocks is added to the epoch logs as
-    `unfrozen_blocks`, so it shows in the progress bar and in `History`.
+    The number of training backbone blocks is added to the epoch logs as
+    `top_blocks` (the name `kt.unfreeze` and `fine_tune` use), so it shows in
+    the progress bar and in `History`.
 
     Callbacks are not part of a `.keras` file, so this one is not registered
     as serializable; `get_config` describes it for logs and reports.
 
     Args:
-        start_blocks: backbone blocks trainable in the first epoch (0: only
-            the head trains at first).
+        top_blocks: backbone blocks trainable in the first epoch, from the
+            top (0: only the head trains at first). Was `start_blocks`.
         blocks_per_epoch: blocks added at each epoch, a positive integer.
-        max_blocks: most backbone blocks to unfreeze; default all of them.
+        max_top_blocks: most backbone blocks to unfreeze; default all of
+            them. Was `max_blocks`.
         optimizer_factory: callable `model -> optimizer` building the
             optimizer for the new trainable set, such as
             `lambda m: kt.differential_optimizer(m, head_lr=1e-3, layer_decay=0.8)`.
@@ -71,45 +74,58 @@ class GradualUnfreezing(keras.callbacks.Callback):
     >>> unfreezing = kt.GradualUnfreezing(verbose=0)
     >>> history = model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=3, verbose=0,
     ...                     callbacks=[unfreezing])
-    >>> history.history["unfrozen_blocks"]
+    >>> history.history["top_blocks"]
     [0, 1, 2]
     """
 
     def __init__(
         self,
-        start_blocks=0,
+        top_blocks=0,
         blocks_per_epoch=1,
-        max_blocks=None,
+        max_top_blocks=None,
         optimizer_factory=None,
         keep_optimizer_state=True,
         train_bn=False,
         verbose=1,
+        **deprecated,
     ):
         super().__init__()
-        if isinstance(start_blocks, bool) or not isinstance(start_blocks, int) or start_blocks < 0:
+        for old, new in (("start_blocks", "top_blocks"), ("max_blocks", "max_top_blocks")):
+            value = _checks.renamed(deprecated, old, new, "GradualUnfreezing")
+            if value is not None:
+                given = locals()[new]
+                if given != (0 if new == "top_blocks" else None):
+                    raise ValueError(f"`{old}` is the old name of `{new}`; pass `{new}` only. "
+                                     f"Received: {old}={value!r}, {new}={given!r}")
+                if new == "top_blocks":
+                    top_blocks = value
+                else:
+                    max_top_blocks = value
+        _checks.no_unknown(deprecated, "GradualUnfreezing")
+        if isinstance(top_blocks, bool) or not isinstance(top_blocks, int) or top_blocks < 0:
             raise ValueError(
-                f"`start_blocks` must be a non-negative integer. Received: start_blocks={start_blocks!r}"
+                f"`top_blocks` must be a non-negative integer. Received: top_blocks={top_blocks!r}"
             )
         if isinstance(blocks_per_epoch, bool) or not isinstance(blocks_per_epoch, int) or blocks_per_epoch < 1:
             raise ValueError(
                 "`blocks_per_epoch` must be a positive integer. "
                 f"Received: blocks_per_epoch={blocks_per_epoch!r}"
             )
-        if max_blocks is not None and (
-            isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < start_blocks
+        if max_top_blocks is not None and (
+            isinstance(max_top_blocks, bool) or not isinstance(max_top_blocks, int) or max_top_blocks < top_blocks
         ):
             raise ValueError(
-                f"`max_blocks` must be None or an integer >= `start_blocks` ({start_blocks}). "
-                f"Received: max_blocks={max_blocks!r}"
+                f"`max_top_blocks` must be None or an integer >= `top_blocks` ({top_blocks}). "
+                f"Received: max_top_blocks={max_top_blocks!r}"
             )
         if optimizer_factory is not None and not callable(optimizer_factory):
             raise TypeError(
                 "`optimizer_factory` must be a callable `model -> optimizer`. "
                 f"Received: optimizer_factory={optimizer_factory!r}"
             )
-        self.start_blocks = start_blocks
+        self.top_blocks = top_blocks
         self.blocks_per_epoch = blocks_per_epoch
-        self.max_blocks = max_blocks
+        self.max_top_blocks = max_top_blocks
         self.optimizer_factory = optimizer_factory
         self.keep_optimizer_state = bool(keep_optimizer_state)
         self.train_bn = bool(train_bn)
@@ -119,22 +135,22 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def blocks_for_epoch(self, epoch):
         """How many backbone blocks train in (0-based) epoch `epoch`."""
-        wanted = self.start_blocks + epoch * self.blocks_per_epoch
-        limit = self._num_backbone_blocks() if self.max_blocks is None else self.max_blocks
+        wanted = self.top_blocks + epoch * self.blocks_per_epoch
+        limit = self._num_backbone_blocks() if self.max_top_blocks is None else self.max_top_blocks
         return min(wanted, limit)
 
     def on_train_begin(self, logs=None):
         self._blocks = get_blocks(self.model)
         names = [b.name for b in self._blocks if not b.is_head]
-        if self.max_blocks is not None and self.max_blocks > len(names):
+        if self.max_top_blocks is not None and self.max_top_blocks > len(names):
             raise ValueError(
-                f"`max_blocks` must be at most the number of backbone blocks ({len(names)}: {names}). "
-                f"Received: max_blocks={self.max_blocks}"
+                f"`max_top_blocks` must be at most the number of backbone blocks ({len(names)}: {names}). "
+                f"Received: max_top_blocks={self.max_top_blocks}"
             )
-        if self.start_blocks > len(names):
+        if self.top_blocks > len(names):
             raise ValueError(
-                f"`start_blocks` must be at most the number of backbone blocks ({len(names)}: {names}). "
-                f"Received: start_blocks={self.start_blocks}"
+                f"`top_blocks` must be at most the number of backbone blocks ({len(names)}: {names}). "
+                f"Received: top_blocks={self.top_blocks}"
             )
         self._unfrozen = None
 
@@ -163,13 +179,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._unfrozen is not None:
-            logs["unfrozen_blocks"] = self._unfrozen
+            logs["top_blocks"] = self._unfrozen
 
     def get_config(self):
         return {
-            "start_blocks": self.start_blocks,
+            "top_blocks": self.top_blocks,
             "blocks_per_epoch": self.blocks_per_epoch,
-            "max_blocks": self.max_blocks,
+            "max_top_blocks": self.max_top_blocks,
             "keep_optimizer_state": self.keep_optimizer_state,
             "train_bn": self.train_bn,
             "verbose": self.verbose,

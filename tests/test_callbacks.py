@@ -76,7 +76,7 @@ def test_one_more_block_trains_each_epoch_and_frozen_blocks_do_not_move():
                         callbacks=[kt.GradualUnfreezing(verbose=0), snaps])
     assert snaps.trainable == [HEAD, HEAD + TOP, HEAD + TOP + BLOCK2, HEAD + TOP + BLOCK2 + BLOCK1,
                                HEAD + TOP + BLOCK2 + BLOCK1 + STEM]
-    assert history.history["unfrozen_blocks"] == [0, 1, 2, 3, 4]
+    assert history.history["top_blocks"] == [0, 1, 2, 3, 4]
     previous = initial
     for epoch, values in enumerate(snaps.values):
         trained = {"head", *BACKBONE_ORDER[len(BACKBONE_ORDER) - epoch:]} if epoch else {"head"}
@@ -90,7 +90,7 @@ def test_start_step_and_limit_and_rebuilds_only_when_the_set_changes():
     x, y = data()
     compiled_optimizer = model.optimizer
     snaps = Snapshots()
-    unfreezing = kt.GradualUnfreezing(start_blocks=1, blocks_per_epoch=2, max_blocks=3, verbose=0)
+    unfreezing = kt.GradualUnfreezing(top_blocks=1, blocks_per_epoch=2, max_top_blocks=3, verbose=0)
     model.fit(x, y, epochs=4, batch_size=4, verbose=0, callbacks=[unfreezing, snaps])
     assert snaps.trainable == [HEAD + TOP, HEAD + TOP + BLOCK2 + BLOCK1, HEAD + TOP + BLOCK2 + BLOCK1,
                                HEAD + TOP + BLOCK2 + BLOCK1]
@@ -112,7 +112,7 @@ def test_optimizer_factory_builds_each_new_optimizer():
 
     snaps = Snapshots()
     model.fit(x, y, epochs=3, batch_size=4, verbose=0,
-              callbacks=[kt.GradualUnfreezing(start_blocks=1, optimizer_factory=frozen_rates, verbose=0), snaps])
+              callbacks=[kt.GradualUnfreezing(top_blocks=1, optimizer_factory=frozen_rates, verbose=0), snaps])
     assert calls == [HEAD + TOP, HEAD + TOP + BLOCK2, HEAD + TOP + BLOCK2 + BLOCK1]
     assert moved(snaps.values[0], snaps.values[2]) == set()
     # A checkpoint written now compiles with the optimizer in use, not the first one.
@@ -143,25 +143,36 @@ def test_optimizer_state_carries_over(keep, iterations):
 
 
 def test_gradual_unfreezing_validates_arguments():
-    with pytest.raises(ValueError, match=r"`start_blocks` must be a non-negative integer. Received: start_blocks=-1"):
-        kt.GradualUnfreezing(start_blocks=-1)
+    with pytest.raises(ValueError, match=r"`top_blocks` must be a non-negative integer. Received: top_blocks=-1"):
+        kt.GradualUnfreezing(top_blocks=-1)
     with pytest.raises(ValueError, match=r"`blocks_per_epoch` must be a positive integer. Received: blocks_per_epoch=0"):
         kt.GradualUnfreezing(blocks_per_epoch=0)
-    with pytest.raises(ValueError, match=r"`max_blocks` must be None or an integer >= `start_blocks` \(2\)"):
-        kt.GradualUnfreezing(start_blocks=2, max_blocks=1)
+    with pytest.raises(ValueError, match=r"`max_top_blocks` must be None or an integer >= `top_blocks` \(2\)"):
+        kt.GradualUnfreezing(top_blocks=2, max_top_blocks=1)
     with pytest.raises(TypeError, match="`optimizer_factory` must be a callable"):
         kt.GradualUnfreezing(optimizer_factory="adam")
     model = kt.freeze(tiny_classifier())
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match=r"at most the number of backbone blocks \(4: \['stem', 'block1', 'block2', 'top'\]\)"):
-        model.fit(*data(), epochs=1, verbose=0, callbacks=[kt.GradualUnfreezing(max_blocks=5, verbose=0)])
+        model.fit(*data(), epochs=1, verbose=0, callbacks=[kt.GradualUnfreezing(max_top_blocks=5, verbose=0)])
 
 
 def test_gradual_unfreezing_config():
-    config = kt.GradualUnfreezing(start_blocks=1, blocks_per_epoch=2, max_blocks=3, verbose=0).get_config()
-    assert config == {"start_blocks": 1, "blocks_per_epoch": 2, "max_blocks": 3,
+    config = kt.GradualUnfreezing(top_blocks=1, blocks_per_epoch=2, max_top_blocks=3, verbose=0).get_config()
+    assert config == {"top_blocks": 1, "blocks_per_epoch": 2, "max_top_blocks": 3,
                       "keep_optimizer_state": True, "train_bn": False, "verbose": 0}
     assert kt.GradualUnfreezing(**config).get_config() == config
+
+
+def test_gradual_unfreezing_old_argument_names_still_work_and_warn():
+    with pytest.warns(FutureWarning, match=r"`GradualUnfreezing\(start_blocks=...\)` is now `top_blocks=`"):
+        with pytest.warns(FutureWarning, match=r"`GradualUnfreezing\(max_blocks=...\)` is now `max_top_blocks=`"):
+            callback = kt.GradualUnfreezing(start_blocks=1, max_blocks=2)
+    assert (callback.top_blocks, callback.max_top_blocks) == (1, 2)
+    with pytest.raises(ValueError, match="Received: start_blocks=1, top_blocks=2"):
+        kt.GradualUnfreezing(start_blocks=1, top_blocks=2)
+    with pytest.raises(TypeError, match=r"GradualUnfreezing\(\) got unexpected keyword arguments: epochs"):
+        kt.GradualUnfreezing(epochs=3)
 
 
 # --- checkpoint_callbacks --------------------------------------------------------
