@@ -19,10 +19,13 @@ from keras_transfer.blocks import (  # noqa: E402
     Block,
     BlockSpec,
     block_names,
+    block_specs,
     find_spec,
     get_block,
     get_blocks,
+    register_block_spec,
     select_variables,
+    unregister_block_spec,
 )
 from keras_transfer import losses, metrics  # noqa: E402
 from keras_transfer.freezing import freeze, recompile, trainable_summary, unfreeze  # noqa: E402
@@ -44,7 +47,7 @@ from keras_transfer.lora import (  # noqa: E402
     save_adapters,
 )
 from keras_transfer.backbones import Backbone, get_backbone, list_backbones, load_hub_task  # noqa: E402
-from keras_transfer.distribute import auto_strategy, scale_batch_size  # noqa: E402
+from keras_transfer.distribute import auto_distribution, auto_strategy, scale_batch_size  # noqa: E402
 # `data` imports TensorFlow only when a loader is first used, so the package
 # imports on JAX without TensorFlow installed.
 from keras_transfer import data  # noqa: E402
@@ -84,7 +87,8 @@ def __getattr__(name):
 
 __all__ = [
     # blocks
-    "BLOCK_SPECS", "Block", "BlockSpec", "block_names", "find_spec", "get_block", "get_blocks", "select_variables",
+    "BLOCK_SPECS", "Block", "BlockSpec", "block_names", "block_specs", "find_spec", "get_block", "get_blocks", "register_block_spec",
+    "select_variables", "unregister_block_spec",
     # freezing
     "freeze", "recompile", "trainable_summary", "unfreeze",
     # optimizers
@@ -93,7 +97,8 @@ __all__ = [
     # LoRA
     "LoRADense", "LoRAEinsumDense", "apply_lora", "load_adapters", "lora_summary", "merge_lora", "save_adapters",
     # backbones and distribution
-    "Backbone", "get_backbone", "list_backbones", "load_hub_task", "auto_strategy", "scale_batch_size",
+    "Backbone", "get_backbone", "list_backbones", "load_hub_task", "auto_distribution", "auto_strategy",
+    "scale_batch_size",
     # data
     "data", "RandomAffine", "cache_features",
     # workflow, evaluation, search

@@ -3,6 +3,7 @@
 import io
 import logging
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -429,6 +430,53 @@ def test_cached_features_file_is_reused_and_checked(tmp_path, monkeypatch):
         data.cache_features(other, ds, path=tmp_path / "f", verbose=0)
     with pytest.raises(TypeError, match=r"`dataset` must be a tf.data.Dataset"):
         data.cache_features(model, x)
+
+
+
+@pytest.mark.core
+def test_cached_features_come_from_the_images_before_augmentation():
+    model = _pooling_model()
+    x = np.random.RandomState(2).rand(6, 4, 4, 3).astype("float32")
+    ds = data.from_arrays(x, np.arange(6) % 2, batch_size=4, shuffle=True, seed=3, augment=[lambda t: t + 100.0])
+    assert ds.pipeline.batch_size == 4 and ds.pipeline.shuffle_buffer == 6
+    features, labels = _epoch(data.cache_features(model, ds, verbose=0))
+    expected = keras.ops.convert_to_numpy(model(x))
+    order = [int(np.abs(expected - f).sum(axis=1).argmin()) for f in features]
+    assert sorted(order) == list(range(6))
+    np.testing.assert_allclose(features, expected[order], atol=1e-5)  # from x, not x + 100
+    np.testing.assert_array_equal(labels, np.arange(6)[order] % 2)
+
+
+def test_a_loader_dataset_after_map_trains_through_the_backbone_not_on_one_frozen_pass(caplog):
+    """`map` drops the loader's `pipeline`; caching one pass would replay its order every epoch.
+
+    fine_tune says so and trains through the frozen backbone, so the head is
+    the one an uncached run gives; `cache_features` itself warns.
+    """
+    import keras_transfer as kt
+    from keras_transfer import demo
+
+    x, y = demo.make_shapes(demo.TARGET_SHAPES, per_class=8, seed=3)
+    heads = []
+    for cache in (True, False):
+        keras.utils.set_random_seed(0)
+        train_ds = data.from_arrays(x, y, batch_size=16, shuffle=True, seed=0).map(lambda images, labels: (images, labels))
+        assert not hasattr(train_ds, "pipeline") and not data.cacheable(train_ds)
+        keras.utils.set_random_seed(7)
+        backbone = demo.build_demo_backbone()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = kt.fine_tune(backbone, train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=0,
+                                  strategy="feature_extraction", cache_features=cache, dropout=0.0, verbose=0)
+        said = any("runs the frozen backbone every epoch" in str(w.message) for w in caught)
+        assert said == cache
+        heads.append(keras.ops.convert_to_numpy(result.model.get_layer("head_logits").kernel))
+    np.testing.assert_allclose(heads[0], heads[1], atol=1e-5)
+    mapped = data.from_arrays(x, y, batch_size=16, shuffle=True, seed=0).map(lambda images, labels: (images, labels))
+    with caplog.at_level(logging.WARNING, logger="keras_transfer"):
+        data.cache_features(_pooling_model(), mapped.map(lambda i, l: (i[:, :4, :4], l)), verbose=0)
+    assert "replay that pass's order and augmentation every epoch" in caplog.text
+    assert data.cacheable(tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(lambda i, l: (i, l)))
 
 
 # --- the real photos and weights in ../shared ----------------------------------------------
