@@ -213,12 +213,12 @@ class Block:
     @property
     def num_params(self):
         """Number of scalars in the block's weights."""
-        return _count(self.weights)
+        return count_params(self.weights)
 
     @property
     def trainable_params(self):
         """Number of scalars that would train under current flags."""
-        return _count(self.trainable_weights)
+        return count_params(self.trainable_weights)
 
     @property
     def is_head(self):
@@ -593,7 +593,8 @@ def _unique(variables):
     return out
 
 
-def _count(variables):
+def count_params(variables):
+    """How many scalars `variables` hold (the one parameter count of the package)."""
     total = 0
     for v in variables:
         n = 1

@@ -16,11 +16,10 @@ import tempfile
 import warnings
 
 import keras
-import numpy as np
 
 from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import get_blocks
+from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.freezing import unfreeze
 
 
@@ -171,7 +170,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if self.verbose:
             backbone = [b.name for b in self._blocks if not b.is_head]
             trained = backbone[len(backbone) - count :]
-            params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+            params = count_params(self.model.trainable_variables)
             print(
                 f"\nEpoch {epoch + 1}: GradualUnfreezing trains {count} backbone block(s) "
                 f"{trained} + head ({params:,} trainable parameters)"

@@ -14,11 +14,10 @@ again with the same loss and metrics and a fresh optimizer.
 import warnings
 
 import keras
-import numpy as np
 import pandas as pd
 
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import get_blocks
+from keras_transfer.blocks import count_params, get_blocks
 
 
 def freeze(model, *, train_bn=False):
@@ -192,14 +191,9 @@ def recompile(model, optimizer=None, **compile_overrides):
 
 def _count_trainable_at_most(block):
     """Scalars that would train if every layer of the block were trainable."""
-    seen, total = set(), 0
-    for layer in block.layers:
-        for sub in compat.walk_layers(layer):
-            for v in compat.trainable_kind_variables(sub):
-                if id(v) not in seen:
-                    seen.add(id(v))
-                    total += int(np.prod(v.shape))
-    return total
+    variables = {id(v): v for layer in block.layers for sub in compat.walk_layers(layer)
+                 for v in compat.trainable_kind_variables(sub)}
+    return count_params(variables.values())
 
 
 def _set_trainable(model, blocks, trainable, train_bn, backbone):

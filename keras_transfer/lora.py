@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import compile_selector, get_blocks
+from keras_transfer.blocks import compile_selector, count_params, get_blocks
 from keras_transfer.freezing import freeze
 
 ADAPTER_FORMAT = "keras_transfer.lora_adapters"
@@ -555,7 +555,7 @@ def lora_summary(model):
             "block": block.name,
             "params": params,
             "trainable_params": block.trainable_params,
-            "lora_params": sum(int(np.prod(w.shape)) for w in lora),
+            "lora_params": count_params(lora),
             "trainable_fraction": block.trainable_params / params if params else 0.0,
         })
     return pd.DataFrame(rows, columns=["block", "params", "trainable_params", "lora_params", "trainable_fraction"])

@@ -25,7 +25,7 @@ import pandas as pd
 from keras import ops
 
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import _select, get_blocks
+from keras_transfer.blocks import _select, count_params, get_blocks
 
 _Optimizer = keras.optimizers.Optimizer
 _NOT_INNER = (keras.optimizers.LossScaleOptimizer, keras.optimizers.MultiOptimizer)
@@ -339,7 +339,7 @@ def describe_learning_rates(model, optimizer=None):
         per_rate = {}
         for variable in block.trainable_weights:
             rate = _peak_rate(optimizer_for(optimizer, variable))
-            per_rate[rate] = per_rate.get(rate, 0) + math.prod(int(d) for d in variable.shape)
+            per_rate[rate] = per_rate.get(rate, 0) + count_params([variable])
         if not per_rate:
             per_rate = {math.nan: 0}
         for rate, count in per_rate.items():

@@ -37,7 +37,7 @@ import pandas as pd
 
 from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import get_blocks
+from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.callbacks import checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
 from keras_transfer.freezing import freeze, unfreeze
@@ -355,7 +355,7 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         metrics=final,
         paths=paths,
         strategy=strategy,
-        trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        trainable_params=count_params(model.trainable_weights),
         wall_time=time.perf_counter() - start,
         best_phase=best["name"] if best is not None else None,
         search=search,

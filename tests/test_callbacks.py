@@ -142,6 +142,15 @@ def test_optimizer_state_carries_over(keep, iterations):
     np.testing.assert_array_equal(moments[1][0], expected)
 
 
+def test_gradual_unfreezing_verbose_says_which_blocks_train(capsys):
+    model = kt.freeze(tiny_classifier())
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(*data(), epochs=2, batch_size=4, verbose=0, callbacks=[kt.GradualUnfreezing(verbose=1)])
+    out = capsys.readouterr().out
+    assert "Epoch 2: GradualUnfreezing trains 1 backbone block(s) ['top'] + head" in out
+    assert f"({kt.trainable_summary(model).trainable_params.sum():,} trainable parameters)" in out
+
+
 def test_gradual_unfreezing_validates_arguments():
     with pytest.raises(ValueError, match=r"`top_blocks` must be a non-negative integer. Received: top_blocks=-1"):
         kt.GradualUnfreezing(top_blocks=-1)
