@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from keras_transfer import _checks
 from keras_transfer.blocks import get_blocks
 from keras_transfer import _inputs as inputs
 from keras_transfer.diagnostics import _as_model, _collect, _matched_backbone_weights, forgetting
@@ -400,8 +401,7 @@ def wise_ft(fine_tuned, pretrained, val_ds, *, alphas=(0, 0.25, 0.5, 0.75, 1.0),
         _as_model(source_model, "source_model")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-    if verbose not in (0, 1):
-        raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
+    verbose = _checks.verbose(verbose)
     rows = []
     for alpha in alphas:
         model = interpolate_weights(fine_tuned, pretrained, alpha)

@@ -13,6 +13,7 @@ import pathlib
 
 import keras
 
+from keras_transfer import _checks
 from keras_transfer import _inputs as inputs
 import numpy as np
 import pandas as pd
@@ -123,8 +124,7 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
         raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-    if verbose not in ("auto", 0, 1, 2):
-        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
+    verbose = _checks.verbose(verbose)
     scores, labels = _predict(model, dataset, batch_size, verbose)
     num_classes = scores.shape[1]
     if class_names is None:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
 from keras_transfer.optimizers import ScaledSchedule, _groups, _unwrap, current_learning_rates, scale_learning_rates
 
@@ -166,8 +167,7 @@ def lr_find(model, train_ds, *, min_lr=1e-7, max_lr=10.0, num_steps=100, stop_fa
         raise ValueError(f"`beta` must be a number in [0, 1). Received: beta={beta!r}")
     if suggest not in RULES:
         raise ValueError(f"Unknown `suggest`. Received: suggest={suggest!r}. Valid rules: {list(RULES)}")
-    if verbose not in (0, 1) or isinstance(verbose, bool):
-        raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
+    verbose = _checks.verbose(verbose)
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
     if not getattr(model, "compiled", False) or model.optimizer is None:

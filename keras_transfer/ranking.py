@@ -236,7 +236,7 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
     _checks.positive_int("batch_size", batch_size)
     if max_examples is not None:
         _checks.positive_int("max_examples", max_examples)
-    _check_verbose(verbose)
+    verbose = _checks.verbose(verbose)
     features, labels = _block_features(model, chosen, train_ds, "train_ds", batch_size, max_examples, verbose)
     _check_classes(labels)
     rows = [
@@ -300,7 +300,7 @@ def rank_backbones(candidates, train_ds, *, max_examples=1000, batch_size=32, ve
     if max_examples is not None:
         _checks.positive_int("max_examples", max_examples)
     _checks.positive_int("batch_size", batch_size)
-    _check_verbose(verbose)
+    verbose = _checks.verbose(verbose)
     images, labels = _read_examples(train_ds, max_examples)
     _check_classes(labels)
     rows = []
@@ -415,6 +415,3 @@ def _check_classes(labels):
         )
 
 
-def _check_verbose(verbose):
-    if verbose not in (0, 1):
-        raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")

@@ -351,7 +351,7 @@ def test_verbose_shows_a_progress_bar(capsys):
     (dict(beta=-0.1), "`beta` must be a number in [0, 1). Received: beta=-0.1"),
     (dict(suggest="best"), "Unknown `suggest`. Received: suggest='best'. Valid rules: ['valley', 'steepest', "
                            "'minimum']"),
-    (dict(verbose=2), "`verbose` must be 0 or 1. Received: verbose=2"),
+    (dict(verbose="loud"), "`verbose` must be 0, 1, 2 or 'auto'. Received: verbose='loud'"),
 ])
 def test_bad_arguments_are_named_with_their_values(kwargs, message):
     model = linear_model()
