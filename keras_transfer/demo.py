@@ -23,7 +23,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from keras_transfer import data
+from keras_transfer import _checks, data
+from keras_transfer._random import seeded
 from keras_transfer.blocks import BlockSpec, register_block_spec
 from keras_transfer.workflow import fine_tune
 
@@ -152,17 +153,17 @@ def pretrained_backbone(verbose=1):
         return keras.saving.load_model(path)
     if verbose:
         print(f"Pretraining the demo backbone on the source task ({len(SOURCE_SHAPES)} shapes); cached at {path}")
-    keras.utils.set_random_seed(1)
-    x, y = make_shapes(SOURCE_SHAPES, per_class=500, seed=1)
-    backbone = build_demo_backbone()
-    logits = keras.layers.Dense(len(SOURCE_SHAPES), name="source_logits")(backbone.output)
-    source_model = keras.Model(backbone.input, logits)
-    source_model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    source_model.fit(x, y, batch_size=64, epochs=6, shuffle=True, verbose=verbose)
+    with seeded(1):
+        x, y = make_shapes(SOURCE_SHAPES, per_class=500, seed=1)
+        backbone = build_demo_backbone()
+        logits = keras.layers.Dense(len(SOURCE_SHAPES), name="source_logits")(backbone.output)
+        source_model = keras.Model(backbone.input, logits)
+        source_model.compile(
+            optimizer=keras.optimizers.Adam(3e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        source_model.fit(x, y, batch_size=64, epochs=6, shuffle=True, verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.keras")
     backbone.save(tmp)
@@ -207,7 +208,7 @@ def run_real(assets_dir, strategies=("scratch", "feature_extraction", "fine_tune
     Args:
         assets_dir: the `assets` folder holding `weights/` and `hymenoptera_data/`.
         strategies: strategies to compare.
-        image_size: input side in pixels.
+        image_size: input side in pixels, or a (height, width) pair.
         out_dir: where the plot and CSV go.
         verbose: Keras verbosity.
 
@@ -228,9 +229,9 @@ def run_real(assets_dir, strategies=("scratch", "feature_extraction", "fine_tune
         raise FileNotFoundError(
             f"`assets_dir` must hold weights/ and hymenoptera_data/. Received: assets_dir='{assets_dir}'"
         )
-    backbone = get_backbone("mobilenet_v2", weights=str(weights), input_shape=(image_size, image_size, 3),
+    size = _checks.image_size(image_size)
+    backbone = get_backbone("mobilenet_v2", weights=str(weights), input_shape=(*size, 3),
                             pooling=None)
-    size = (image_size, image_size)
     train_ds = data.from_directory(photos / "train", image_size=size, batch_size=32,
                                    preprocess=backbone.preprocess, shuffle=True, seed=0)
     val_ds = data.from_directory(photos / "val", image_size=size, batch_size=64, preprocess=backbone.preprocess)
@@ -242,9 +243,9 @@ def run_real(assets_dir, strategies=("scratch", "feature_extraction", "fine_tune
 def _compare(backbone, train_ds, val_ds, strategies, settings, out_dir, stem):
     rows = []
     for strategy in strategies:
-        keras.utils.set_random_seed(0)
         start = time.perf_counter()
-        result = fine_tune(backbone, train_ds, val_ds, strategy=strategy, **settings)
+        with seeded(0):
+            result = fine_tune(backbone, train_ds, val_ds, strategy=strategy, **settings)
         rows.append({
             "strategy": strategy,
             "accuracy": round(result.metrics["accuracy"], 4),

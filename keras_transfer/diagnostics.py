@@ -28,10 +28,8 @@ iterable) of `(x, y)` batches, already preprocessed for the backbone (as
 are integer class ids (one-hot labels are accepted and argmax-ed).
 """
 
-import contextlib
 import dataclasses
 import math
-import random
 
 import keras
 import numpy as np
@@ -40,6 +38,7 @@ import pandas as pd
 from keras_transfer import _checks
 from keras_transfer import _inputs as inputs
 from keras_transfer import _keras_compat as compat
+from keras_transfer._random import seeded
 from keras_transfer.blocks import get_blocks
 
 # Ridge penalties tried by the probe, relative to the largest squared singular
@@ -675,27 +674,6 @@ def _unbiased_mmd2(kernel, a, b):
     return within_a + within_b - 2 * across
 
 
-@contextlib.contextmanager
-def _seeded(seed):
-    """Runs the block from Keras' global seed `seed`, then hands the caller's random streams back.
-
-    Both runs of `negative_transfer` must start from the same head weights,
-    which Keras draws from its global generator. Python's and NumPy's states
-    are restored exactly afterwards, and Keras' generator is reseeded from
-    the caller's NumPy state, so a program seeded by its author stays
-    reproducible and is not reset to `seed`.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    after = int(np.random.randint(2**31 - 1))
-    keras.utils.set_random_seed(seed)
-    try:
-        yield
-    finally:
-        keras.utils.set_random_seed(after)
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
 def _plot_shift(table, path):
     from matplotlib.figure import Figure
 
@@ -820,7 +798,7 @@ def negative_transfer(pretrained_backbone, train_ds, val_ds, *, num_classes=None
                     early_stopping=False, verbose=verbose, **fine_tune_kwargs)
     runs = {}
     for start, run_strategy in (("pretrained", strategy), ("scratch", "scratch")):
-        with _seeded(seed):
+        with seeded(seed):
             runs[start] = fine_tune(model, train_ds, val_ds, strategy=run_strategy, **settings)
     pretrained = float(runs["pretrained"].metrics["accuracy"])
     scratch = float(runs["scratch"].metrics["accuracy"])
