@@ -171,7 +171,10 @@ class FineTuneConfig:
         l2_sp = self.l2_sp
         if l2_sp is not None and (isinstance(l2_sp, bool) or not isinstance(l2_sp, numbers.Real) or not l2_sp >= 0):
             raise ValueError(f"`l2_sp` must be a number >= 0 or None. Received: l2_sp={l2_sp!r}")
-        self._set("budget", _checks.positive_int("budget", self.budget, optional=True))
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, numbers.Integral)
+                                        or self.budget <= 0):
+            raise ValueError("`budget` must be a positive integer (epochs over all candidates). "
+                             f"Received: budget={self.budget!r}")
         if self.candidates is not None:
             if isinstance(self.candidates, (str, Candidate, dict)) or not len(self.candidates):
                 raise ValueError(f"`candidates` must be a non-empty list. Received: candidates={self.candidates!r}")
