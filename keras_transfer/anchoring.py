@@ -261,6 +261,7 @@ def interpolate_weights(fine_tuned, pretrained, alpha):
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense", kernel_initializer="zeros")(inputs)
     >>> backbone = keras.Model(inputs, x, name="demo_convnet")
@@ -364,6 +365,7 @@ def wise_ft(fine_tuned, pretrained, val_ds, *, alphas=(0, 0.25, 0.5, 0.75, 1.0),
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense", kernel_initializer="identity")(inputs)
     >>> backbone = keras.Model(inputs, x, name="demo_convnet")

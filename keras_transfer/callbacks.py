@@ -64,6 +64,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
     Example:
 
     >>> import keras, numpy as np, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="stem_dense"),
     ...     keras.layers.Dense(4, name="block1_dense"), keras.layers.Dense(4, name="top_dense")],
     ...     name="demo_convnet")

@@ -83,6 +83,7 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense")(inputs)
     >>> x = keras.layers.Dense(2, name="block1_dense", kernel_initializer="zeros")(x)
@@ -490,6 +491,7 @@ def bn_shift(backbone, target_ds, *, blocks=None, max_examples=500, batch_size=3
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.BatchNormalization(name="stem_bn")(inputs)
     >>> backbone = keras.Model(inputs, x, name="demo_convnet")
@@ -604,6 +606,7 @@ def domain_shift(backbone, source_ds, target_ds, blocks=None, *, max_examples=50
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((3,))
     >>> x = keras.layers.Dense(3, name="stem_dense", kernel_initializer="identity")(inputs)
     >>> backbone = keras.Model(inputs, x, name="demo_convnet")
@@ -754,6 +757,7 @@ def negative_transfer(pretrained_backbone, train_ds, val_ds, *, num_classes=None
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((4,))
     >>> x = keras.layers.Dense(8, name="stem_dense", kernel_initializer="zeros")(inputs)
     >>> x = keras.layers.Dense(8, name="block1_dense", kernel_initializer="zeros")(x)
@@ -875,6 +879,7 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense", kernel_initializer="identity")(inputs)
     >>> backbone = keras.Model(inputs, x, name="demo_convnet")

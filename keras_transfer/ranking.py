@@ -223,6 +223,7 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
     Example:
 
     >>> import numpy as np, keras, keras_transfer as kt
+    >>> import keras_transfer.demo  # registers the block spec of models named demo_convnet
     >>> inputs = keras.Input((2,))
     >>> x = keras.layers.Dense(2, name="stem_dense", kernel_initializer="identity")(inputs)
     >>> x = keras.layers.Dense(2, name="block1_dense", kernel_initializer="zeros")(x)
