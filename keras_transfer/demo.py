@@ -17,6 +17,7 @@ ants/bees photos from `../shared/assets`, when they exist.
 
 import os
 import pathlib
+import tempfile
 import time
 
 import keras
@@ -165,8 +166,10 @@ def pretrained_backbone(verbose=1):
         )
         source_model.fit(x, y, batch_size=64, epochs=6, shuffle=True, verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    backbone.save(tmp)
+    # A temporary name of its own: two processes pretraining at once must not write one file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    backbone.save(tmp, overwrite=True)
     os.replace(tmp, path)
     return backbone
 
