@@ -48,6 +48,7 @@ def test_names_that_messages_and_docs_tell_users_to_use_are_exported():
 
 
 @pytest.mark.core
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (pip install '.[jax]')")
 def test_importing_the_package_leaves_tensorflow_out_on_other_backends():
     """Only a loader imports TensorFlow; on JAX a fresh interpreter imports keras_transfer without it."""
     import subprocess
