@@ -145,7 +145,7 @@ def replace_optimizer(model, optimizer):
     model.optimizer = optimizer
     if getattr(model, "_compile_config", None) is not None:
         model._compile_config.config["optimizer"] = optimizer
-    model._compiled_trainable_state = {layer: layer.trainable for layer in model._flatten_layers()}
+    model._compiled_trainable_state = {layer: layer.trainable for layer in walk_layers(model)}
     model.make_train_function(force=True)
 
 

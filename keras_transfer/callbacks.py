@@ -23,6 +23,10 @@ from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.freezing import unfreeze
 
 
+# How a monitored value improves, as in Keras' ModelCheckpoint.
+MODES = ("auto", "min", "max")
+
+
 class GradualUnfreezing(keras.callbacks.Callback):
     """Unfreezes the backbone block by block, from the top down, while `fit` runs.
 
@@ -282,8 +286,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
                 f"`filepath` must end in {' or '.join(suffixes)} (save_weights_only={save_weights_only}). "
                 f"Received: filepath={filepath!r}"
             )
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'. Received: mode={mode!r}")
+        _checks.choice("mode", mode, MODES)
         self.filepath = filepath
         self.monitor = monitor
         self.verbose = verbose
@@ -515,8 +518,7 @@ def checkpoint_callbacks(
         raise TypeError(f"`directory` must be a path. Received: directory={directory!r}")
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"`monitor` must be the name of a log value. Received: monitor={monitor!r}")
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'. Received: mode={mode!r}")
+    _checks.choice("mode", mode, MODES)
     if not (save_best or save_last or backup or tensorboard):
         raise ValueError(
             "Nothing to write: `save_best`, `save_last`, `backup` and `tensorboard` are all False."

@@ -1061,7 +1061,7 @@ def _collect(model, data, name, batch_size, max_examples, verbose, labels=True):
 
 def _as_dataset(data, name, batch_size, shuffle, seed):
     """`fine_tune` wants datasets: arrays go through `kt.data.from_arrays`. Returns (data, classes or None)."""
-    if isinstance(data, tuple) and len(data) == 2 and not inputs.is_batch_iterable(data[0]):
+    if inputs.is_array_pair(data):
         from keras_transfer.data import from_arrays
 
         x, y = data
