@@ -17,6 +17,7 @@ import warnings
 
 import keras
 
+from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
 
 HEAD = "head"
@@ -69,8 +70,7 @@ class BlockSpec:
                              f"Received: rules={self.rules!r}")
         for block, regex in self.rules:
             _check_regex(f"rules[{block!r}]", regex)
-        if self.unmatched not in ("previous", "next"):
-            raise ValueError(f"`unmatched` must be one of 'previous', 'next'. Received: unmatched={self.unmatched!r}")
+        _checks.choice("unmatched", self.unmatched, ("previous", "next"))
         if self.expand:
             _check_regex("expand", self.expand)
         for regex in self.signature:
