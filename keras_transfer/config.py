@@ -51,7 +51,8 @@ class FineTuneConfig:
         top_blocks: backbone blocks phase 2 trains under `"fine_tune"` (and
             the `"fine_tune"` candidate of `"auto"`); None: the top half.
         head_lr, backbone_lr: learning rates (positive) or `"find"`.
-        layer_decay: per-block decay of the rates from the head down, or None.
+        layer_decay: per-block decay of the rates from `backbone_lr` at the
+            top backbone block down, or None.
         lora_rank, lora_alpha: rank and scale of the LoRA adapters of
             `"lora"` (and of `"auto"`'s LoRA candidate); None: rank 8, and
             alpha equal to the rank.

@@ -198,14 +198,20 @@ def differential_optimizer(
       top one, usually the head (`1e-3`); `slice(1e-3)` gives the top block
       `1e-3` and every other one `1e-4`. A slice sets every rate, so it
       cannot be combined with `backbone_lr` or `layer_decay`.
-    - `layer_decay=d`: the head gets `head_lr`, the top backbone block
-      `head_lr * d`, the next `head_lr * d**2`, and so on, floored at
-      `backbone_lr` when it is given. `k` counts every backbone block, frozen
-      or not (as timm counts layers): a block's rate depends on its depth
-      only, so it does not change as more blocks are unfrozen.
-    - Otherwise the head gets `head_lr` and backbone blocks `backbone_lr`,
-      which defaults to `head_lr / 10` (pretrained weights want a smaller
-      rate than new ones; pass `backbone_lr=head_lr` for one rate).
+    - Otherwise the head gets `head_lr` and the top backbone block
+      `backbone_lr`: the rate of pretrained weights, which want a smaller
+      one than new weights. Without `layer_decay` every backbone block
+      trains at `backbone_lr` (default `head_lr / 10`; pass
+      `backbone_lr=head_lr` for one rate).
+    - `layer_decay=d` shrinks the rates from the top backbone block down:
+      `backbone_lr`, `backbone_lr * d`, `backbone_lr * d**2`, ... so no
+      pretrained block trains faster than `backbone_lr`. Given alone, it
+      continues the decay from the head (the BEiT / timm convention):
+      `backbone_lr` defaults to `head_lr * d`, giving the head `head_lr`,
+      the top block `head_lr * d`, the next `head_lr * d**2`. The power
+      counts every backbone block, frozen or not (as timm counts layers):
+      a block's rate depends on its depth only, so it does not change as
+      more blocks are unfrozen.
 
     Weight decay is decoupled (scaled by each group's rate) and kept off 1-D
     variables (biases, normalization scales and offsets). Variables the map
@@ -215,9 +221,11 @@ def differential_optimizer(
     Args:
         model: a built `keras.Model` whose blocks `kt.get_blocks` finds.
         head_lr: rate of the `head` block.
-        backbone_lr: rate of backbone blocks no other argument sets; with
-            `layer_decay`, the floor of the decayed rates.
-        layer_decay: factor in (0, 1] by which rates shrink per block.
+        backbone_lr: rate of the top backbone block, and of every backbone
+            block without `layer_decay`; default `head_lr / 10`, or
+            `head_lr * layer_decay` with `layer_decay`.
+        layer_decay: factor in (0, 1] by which rates shrink per block,
+            from `backbone_lr` at the top backbone block down.
         learning_rates: a dict of selector -> rate, or a `slice`.
         optimizer: a Keras optimizer name (`"sgd"`, `"adam"`, `"adamw"`,
             `"lion"`, ...), class, or instance used as a template (its rate
@@ -607,8 +615,8 @@ def _variable_rates(model, blocks, head_lr, backbone_lr, layer_decay, learning_r
             if block.is_head:
                 rate = head_lr
             elif layer_decay is not None:
-                rate = head_lr * layer_decay ** depth[id(block)]
-                rate = max(rate, backbone_lr) if backbone_lr is not None else rate
+                top = backbone_lr if backbone_lr is not None else head_lr * layer_decay
+                rate = top * layer_decay ** (depth[id(block)] - 1)
             else:
                 rate = backbone_lr if backbone_lr is not None else head_lr / 10
             block_rate[id(block)] = rate

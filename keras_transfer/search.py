@@ -30,9 +30,10 @@ class Candidate:
         top_blocks: backbone blocks that train (0: the head alone, i.e.
             feature extraction continued; -1: LoRA adapters, as the name
             `"lora"` gives).
-        backbone_lr: rate of the pretrained blocks (the floor under
+        backbone_lr: rate of the pretrained blocks (of the top one, with
             `layer_decay`), or `"find"` for `kt.lr_find`'s suggestion.
-        layer_decay: per-block decay of the rates from the head down, or None.
+        layer_decay: per-block decay of the rates from `backbone_lr` at the
+            top backbone block down, or None.
 
     Example:
 

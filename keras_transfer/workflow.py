@@ -49,6 +49,7 @@ from keras_transfer.search import Candidate, default_candidates, plot_search, su
 
 # `Candidate.top_blocks` of the LoRA candidate: adapters, not a depth.
 _LORA = -1
+_RATE = "rate:"  # history columns of each block's rate, moved into `FineTuneResult.block_rates`
 
 
 
@@ -63,7 +64,8 @@ class FineTuneResult:
             `val_loss`, ...).
         metrics: the final validation metrics (training metrics when no
             validation data was given).
-        paths: files written (`best`, `last` checkpoints per phase, `history`).
+        paths: files written (`best`, `last` checkpoints per phase, `history`,
+            `block_rates`).
         strategy: the strategy that ran.
         trainable_params: parameters trained in the last phase.
         wall_time: seconds spent in `fine_tune`.
@@ -77,12 +79,15 @@ class FineTuneResult:
         learning_rates: the rates `lr_find` chose (`head_lr`, `backbone_lr`)
             when they were `"find"`; empty otherwise.
         config: the `FineTuneConfig` that ran.
+        block_rates: every block's learning rate at the end of each epoch:
+            `phase`, `epoch` (as in `history`), then one column per block
+            that trained in some phase (NaN while it was frozen).
 
     History columns are named after `fine_tune`'s arguments: `head_lr` and
-    `backbone_lr` (the lowest trainable block's rate; NaN while no backbone
-    block trains). There is no `learning_rate` column: the highest rate
-    that callbacks such as `kt.ReduceLROnPlateau` log under that name is one
-    of those two.
+    `backbone_lr` (the top trainable backbone block's rate, the highest a
+    pretrained block trains at; NaN while no backbone block trains). There
+    is no `learning_rate` column: the highest rate that callbacks such as
+    `kt.ReduceLROnPlateau` log under that name is one of those two.
     """
 
     model: keras.Model
@@ -96,6 +101,7 @@ class FineTuneResult:
     search: object = None
     learning_rates: dict = dataclasses.field(default_factory=dict)
     config: object = None
+    block_rates: pd.DataFrame = None
 
     def plot_search(self):
         """The halving as a `matplotlib.figure.Figure`: each candidate's score against epochs spent."""
@@ -196,12 +202,15 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
             or `"find"`: `kt.lr_find` sweeps the head phase (on cached
             features) and its suggestion is used.
         backbone_lr: learning rate of unfrozen backbone blocks in phase 2
-            (the lowest one, when `layer_decay` is set), or `"find"`:
+            (of the top one, when `layer_decay` is set: no pretrained block
+            trains faster), or `"find"`:
             `kt.lr_find` sweeps phase 2 with every rate group scaled together
             (the backbone starting at a tenth of the head's rate, ratios and
             `layer_decay` kept) and all groups are scaled by its suggestion.
-        layer_decay: if set, rates decay block by block from the head down
-            (`head_lr * layer_decay**k`), floored at `backbone_lr`.
+        layer_decay: if set, rates decay block by block from the top
+            backbone block down: `backbone_lr`, `backbone_lr * layer_decay`,
+            `backbone_lr * layer_decay**2`, ... (`result.block_rates` has
+            every block's rate per epoch).
         lora_rank: rank of the LoRA adapters of `strategy="lora"` (and of
             `"auto"`'s LoRA candidate); None (default): 8.
         lora_alpha: their scale (`scaling = lora_alpha / lora_rank`); None
@@ -336,13 +345,20 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
     first = ["phase", "epoch", "head_lr", "backbone_lr"]
     # Rate callbacks (`kt.ReduceLROnPlateau`, ...) log the highest group's rate as `learning_rate`:
     # `head_lr` and `backbone_lr` already hold it, under fine_tune's own names.
-    history = history[first + [c for c in history.columns if c not in first and c != "learning_rate"]]
+    order = [_RATE + b.name for b in get_blocks(model)]
+    rate_columns = sorted((c for c in history.columns if c.startswith(_RATE)),
+                          key=lambda c: order.index(c) if c in order else len(order))
+    block_rates = history[["phase", "epoch", *rate_columns]].rename(columns=lambda c: c.removeprefix(_RATE))
+    history = history[first + [c for c in history.columns
+                               if c not in first and c != "learning_rate" and c not in rate_columns]]
     paths = {}
     for p in phases:
         paths.update(p["paths"])
     if config.checkpoint_dir is not None:
         paths["history"] = str(pathlib.Path(config.checkpoint_dir) / "history.csv")
         history.to_csv(paths["history"], index=False)
+        paths["block_rates"] = str(pathlib.Path(config.checkpoint_dir) / "block_rates.csv")
+        block_rates.to_csv(paths["block_rates"], index=False)
     final = {k: float(v) for k, v in history.iloc[-1].items() if k not in first}
     if val_ds is not None:
         if not model.compiled:  # the head trained on cached features; the whole model never compiled
@@ -361,6 +377,7 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         search=search,
         learning_rates=found,
         config=config,
+        block_rates=block_rates,
     )
 
 
@@ -806,7 +823,9 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     """
     if recompile or not model.compiled:
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
-    callbacks, paths = [_LearningRateLog(rate_model), *extra_callbacks], {}
+    rate_log = _LearningRateLog(rate_model, None if checkpoint_dir is None else
+                                pathlib.Path(checkpoint_dir) / phase / "rates.jsonl")
+    callbacks, paths = [rate_log, *extra_callbacks], {}
     keep = _KeepBest(rate_model, monitor) if monitor is not None else None
     mode = "min" if monitor is not None and "loss" in monitor else "max"
     phase_dir = None
@@ -842,6 +861,8 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     else:
         history = pd.DataFrame(fit.history)
     history = history.reset_index(drop=True)
+    rates = rate_log.table()
+    history = pd.concat([history, rates.add_prefix(_RATE).reindex(history.index)], axis=1)
     history.insert(0, "phase", phase)
     if len(history) and not np.isfinite(history["loss"].iloc[-1]):
         _recover_from_nan(model, phase, paths.get(f"{phase}_best"), kept=keep is not None and keep.snapshot is not None)
@@ -868,30 +889,50 @@ def _recover_from_nan(model, phase, best_path, kept=False):
 
 
 class _LearningRateLog(keras.callbacks.Callback):
-    """Adds `head_lr` and `backbone_lr` (the lowest trainable block's rate) to each epoch's logs.
+    """Adds `head_lr` and `backbone_lr` to each epoch's logs, and keeps every block's rate.
 
+    `backbone_lr` is the top trainable backbone block's rate: the highest
+    rate a pretrained block trains at, which is `fine_tune`'s `backbone_lr`
+    (under `layer_decay` the blocks below train slower). Every trainable
+    block's rate is kept in `rows`, out of the logs, where the progress bar
+    would print one column per block; with `path`, each epoch's rates are
+    also appended there (JSON lines), so a resumed phase still has them.
     The rates are read from the optimizer at the end of the epoch, so warmup,
-    decay and callbacks such as `kt.ReduceLROnPlateau` show in the history.
+    decay, callbacks such as `kt.ReduceLROnPlateau` and blocks that
+    `kt.GradualUnfreezing` unfreezes show.
     """
 
-    def __init__(self, rate_model):
+    def __init__(self, rate_model, path=None):
         super().__init__()
-        trainable = [b for b in get_blocks(rate_model) if b.trainable_weights]
-        head = [b for b in trainable if b.is_head]
-        backbone = [b for b in trainable if not b.is_head]
-        self._watched = {
-            "head_lr": head[0].trainable_weights[0] if head else None,
-            "backbone_lr": backbone[0].trainable_weights[0] if backbone else None,
-        }
+        self._rate_model = rate_model
+        self._path = path
+        self.rows = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
         optimizer = self.model.optimizer
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
-        for key, variable in self._watched.items():
-            if variable is None:
-                logs[key] = float("nan")
-                continue
-            inner = optimizer_for(optimizer, variable)
-            logs[key] = float(keras.ops.convert_to_numpy(inner.learning_rate))
+        rates = {}
+        for block in get_blocks(self._rate_model):
+            trainable = [v for v in block.trainable_weights if v.trainable]
+            if trainable:
+                rate = optimizer_for(optimizer, trainable[0]).learning_rate
+                rates[block.name] = float(keras.ops.convert_to_numpy(rate))
+        self.rows.append({"epoch": epoch, **rates})
+        if self._path is not None:
+            with open(self._path, "a") as f:
+                f.write(json.dumps(self.rows[-1]) + "\n")
+        if logs is not None:
+            backbone = [rate for name, rate in rates.items() if name != "head"]
+            logs["head_lr"] = rates.get("head", float("nan"))
+            logs["backbone_lr"] = backbone[-1] if backbone else float("nan")
+
+    def table(self):
+        """Every block's rate, one row per epoch (all of a resumed phase's epochs when a `path` is kept)."""
+        rows = self.rows
+        if self._path is not None and pathlib.Path(self._path).exists():
+            rows = [json.loads(line) for line in pathlib.Path(self._path).read_text().splitlines() if line]
+        table = pd.DataFrame(rows)
+        if table.empty:
+            return table
+        # A kill between this log and the epoch's backup repeats the epoch; the repeat counts.
+        return table.drop_duplicates("epoch", keep="last").drop(columns="epoch").reset_index(drop=True)

@@ -119,12 +119,16 @@ def test_backbone_lr_defaults_to_a_tenth_and_equal_rates_share_one_optimizer():
     assert_sgd_step(before, weights_of(model), [0.1] * 5)
 
 
-def test_layer_decay_counts_every_backbone_block_and_is_floored_at_backbone_lr():
+def test_layer_decay_starts_at_backbone_lr_so_no_pretrained_block_trains_faster():
     model = tiny_model()
     optimizer = kt.differential_optimizer(model, head_lr=1.0, layer_decay=0.5, backbone_lr=0.2)
-    # top 0.5, block2 0.25, block1 0.125 -> 0.2, stem 0.0625 -> 0.2
-    assert kt.describe_learning_rates(model, optimizer).learning_rate.tolist() == [0.2, 0.2, 0.25, 0.5, 1.0]
-    assert len(optimizer.optimizers) == 4
+    # head 1.0; top 0.2 (backbone_lr), block2 0.1, block1 0.05, stem 0.025
+    assert kt.describe_learning_rates(model, optimizer).learning_rate.tolist() == [0.025, 0.05, 0.1, 0.2, 1.0]
+    assert len(optimizer.optimizers) == 5
+    # The README's workflow rates: every pretrained block at or under backbone_lr=1e-5.
+    optimizer = kt.differential_optimizer(model, head_lr=1e-3, layer_decay=0.6, backbone_lr=1e-5)
+    rates = kt.describe_learning_rates(model, optimizer).learning_rate.tolist()
+    np.testing.assert_allclose(rates, [1e-5 * 0.6**3, 1e-5 * 0.6**2, 1e-5 * 0.6, 1e-5, 1e-3])
     # A block's rate depends on its depth, not on how many blocks below it train.
     kt.unfreeze(model, from_block="top")
     table = kt.describe_learning_rates(model, kt.differential_optimizer(model, head_lr=1.0, layer_decay=0.5))

@@ -4,6 +4,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 import keras_transfer as kt
@@ -150,6 +151,27 @@ def test_history_records_each_phase_rates(shapes):
     assert np.isnan(history.backbone_lr[0])  # nothing of the backbone trains in phase 1
     np.testing.assert_allclose(history.backbone_lr[1:], [1e-5, 1e-5])
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+
+
+def test_layer_decay_keeps_every_pretrained_block_at_or_under_backbone_lr(shapes, tmp_path):
+    train_ds, val_ds = shapes
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                          strategy="full", head_lr=1e-3, backbone_lr=1e-5, layer_decay=0.6,
+                          checkpoint_dir=str(tmp_path), verbose=0)
+    rates = result.block_rates
+    assert list(rates.columns) == ["phase", "epoch", "stem", "block1", "block2", "block3", "top", "head"]
+    assert list(rates.phase) == ["head", "full"] and list(rates.epoch) == [1, 2]
+    assert rates.iloc[0, 2:7].isna().all()  # the backbone is frozen while the head trains
+    np.testing.assert_allclose(rates.iloc[1, 2:].to_numpy(dtype=float),
+                               [1e-5 * 0.6**4, 1e-5 * 0.6**3, 1e-5 * 0.6**2, 1e-5 * 0.6, 1e-5, 1e-3])
+    np.testing.assert_allclose(result.history.backbone_lr[1:], [1e-5])  # the top pretrained block's rate
+    assert not any(c in result.history.columns for c in ("stem", "rate:stem"))
+    saved = pd.read_csv(result.paths["block_rates"])
+    np.testing.assert_allclose(saved.iloc[1, 2:].to_numpy(dtype=float), rates.iloc[1, 2:].to_numpy(dtype=float))
+    again = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                         strategy="full", head_lr=1e-3, backbone_lr=1e-5, layer_decay=0.6,
+                         checkpoint_dir=str(tmp_path), verbose=0)
+    pd.testing.assert_frame_equal(again.block_rates, rates)  # finished phases keep their rates
 
 
 def test_nan_loss_stops_training_and_restores_the_best_checkpoint(shapes, tmp_path):
