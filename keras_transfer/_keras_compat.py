@@ -146,6 +146,7 @@ def replace_optimizer(model, optimizer):
     if getattr(model, "_compile_config", None) is not None:
         model._compile_config.config["optimizer"] = optimizer
     model._compiled_trainable_state = {layer: layer.trainable for layer in walk_layers(model)}
+    model.compiled = True  # `kt.unfreeze` marked it as needing a compile; this was one
     model.make_train_function(force=True)
 
 

@@ -163,11 +163,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if count == self._unfrozen:
             return
         before = [id(v) for v in self.model.trainable_variables]
-        with warnings.catch_warnings():
-            # freezing warns that a compiled model must be compiled again:
-            # rebuilding the optimizer and the train step below is exactly that.
-            warnings.simplefilter("ignore")
-            unfreeze(self.model, top_blocks=count, train_bn=self.train_bn)
+        # `unfreeze` marks the model as needing a compile; rebuilding the
+        # optimizer and the train step below is exactly that.
+        unfreeze(self.model, top_blocks=count, train_bn=self.train_bn)
         self._unfrozen = count
         if [id(v) for v in self.model.trainable_variables] == before:
             return

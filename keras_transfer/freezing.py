@@ -6,9 +6,14 @@ stay frozen by default, so they run in inference mode and keep their ImageNet
 statistics, as the Keras transfer-learning guide requires.
 
 After trainability changes, a compiled model must be compiled again (Keras
-captures the trainable variables and builds the optimizer at compile time).
-Both functions warn when given a compiled model; `recompile(model)` compiles it
-again with the same loss and metrics and a fresh optimizer.
+captures the trainable variables and builds the optimizer at compile time;
+without a new `compile`, `fit` silently keeps training the old set). So when
+they change a compiled model's trainable weights, both functions mark it as
+not compiled (`model.compiled = False`): Keras then refuses to `fit` or
+`evaluate` it until it is compiled again, instead of training the wrong
+weights. `recompile(model)` compiles it again with the same loss and metrics
+and a fresh optimizer. (Keras 3.15 has a check for this,
+`Trainer._warn_if_trainable_state_changed`, but it is unreachable code.)
 """
 
 import warnings
@@ -148,7 +153,8 @@ def recompile(model, optimizer=None, **compile_overrides):
     """Compiles a model again after its trainability changed.
 
     Keeps the loss, metrics and other `compile` arguments of the last
-    `compile` call. The optimizer is a fresh copy of the old one (same class
+    `compile` call (also after `freeze` / `unfreeze` marked the model as not
+    compiled). The optimizer is a fresh copy of the old one (same class
     and config, new state) unless `optimizer` is given; pass one built for the
     new trainable set, such as `kt.differential_optimizer(model)`.
 
@@ -169,7 +175,7 @@ def recompile(model, optimizer=None, **compile_overrides):
     'SGD'
     """
     arguments = compat.compile_arguments(model)
-    if arguments is None or not model.compiled:
+    if arguments is None:
         raise ValueError(
             f"`model` has not been compiled yet, so there is nothing to recompile. "
             f"Received: model={model.name!r}. Call `model.compile(...)` instead."
@@ -215,12 +221,9 @@ def _set_trainable(model, blocks, trainable, train_bn, backbone):
                     sub.trainable = bool(train_bn)
     after = {id(v) for v in model.trainable_weights}
     if before != after and getattr(model, "compiled", False):
-        warnings.warn(
-            f"The trainable weights of compiled model {model.name!r} changed. Compile it "
-            "again before training (`kt.recompile(model)` keeps loss and metrics), or the "
-            "change has no effect and the optimizer state will not match.",
-            stacklevel=3,
-        )
+        # An error at the next `fit` when the user forgets, and no false alarm
+        # before the `recompile` they were about to call (see the module docstring).
+        model.compiled = False
     return model
 
 

@@ -313,13 +313,13 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
     found = {}
     phases = []
     if strategy == "scratch":
-        _quietly(unfreeze, model, top_blocks=len(backbone_blocks), train_bn=True)
+        unfreeze(model, top_blocks=len(backbone_blocks), train_bn=True)
         rate = _found_head_lr(model, train_ds, head_lr, opt_kwargs, common, found)
         phases.append(_run_phase(model, "scratch", train_ds, head_epochs + fine_tune_epochs,
                                  differential_optimizer(model, head_lr=rate, backbone_lr=rate, **opt_kwargs),
                                  rate_model=model, **common))
     else:
-        _quietly(freeze, model)
+        freeze(model)
         epochs = head_epochs + (fine_tune_epochs if strategy == "feature_extraction" else 0)
         phase_name = "feature_extraction" if strategy == "feature_extraction" else "head"
         phases.append(_run_head_phase(model, phase_name, train_ds, epochs, head_lr, opt_kwargs, config.cache_features,
@@ -450,13 +450,6 @@ def _copy_if_lora(model, scratch_dir):
         os.remove(tmp)
 
 
-def _quietly(change_trainable, model, **kwargs):
-    """`freeze` / `unfreeze` without the warning that asks for a recompile: every phase compiles."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The trainable weights of compiled model")
-        return change_trainable(model, **kwargs)
-
-
 def _as_classifier(model_or_backbone, num_classes, dropout, scratch):
     """A classifier with a `head` block; for `scratch`, a fresh copy with random weights."""
     model = getattr(model_or_backbone, "model", model_or_backbone)
@@ -582,9 +575,9 @@ def _phase2_optimizer(model, candidate, head_lr, lora, opt_kwargs, common, train
         # low rate that protects pretrained weights.
         model = apply_lora(model, **lora)
         return model, differential_optimizer(model, head_lr=head_lr, backbone_lr=head_lr, **opt_kwargs)
-    _quietly(freeze, model)
+    freeze(model)
     if candidate.top_blocks:
-        _quietly(unfreeze, model, top_blocks=candidate.top_blocks)
+        unfreeze(model, top_blocks=candidate.top_blocks)
     finding = candidate.backbone_lr == "find"
     backbone_lr = head_lr / 10 if finding else candidate.backbone_lr
     layer_decay = candidate.layer_decay if candidate.top_blocks else None
@@ -733,9 +726,9 @@ def _search(model, candidates, *, budget, train_ds, epochs, head_lr, lora, l2_sp
 
 
 def _set_depth(model, top_blocks):
-    _quietly(freeze, model)
+    freeze(model)
     if top_blocks:
-        _quietly(unfreeze, model, top_blocks=top_blocks)
+        unfreeze(model, top_blocks=top_blocks)
 
 
 def _copy_model(model):

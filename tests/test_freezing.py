@@ -150,19 +150,34 @@ def test_frozen_batchnorm_runs_in_inference_mode_and_does_not_move():
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
 
 
-def test_compiled_model_warns_and_recompile_makes_the_change_effective():
+def test_unfreeze_then_recompile_warns_nothing_and_makes_the_change_effective():
     model = _densenet_classifier()
     kt.freeze(model)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _fit_once(model)
-    with pytest.warns(UserWarning, match="Compile it again"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the README's sequence: no false alarm
         kt.unfreeze(model, top_blocks=2)  # DenseNet's `top` is a lone BatchNorm
-    kt.recompile(model)
+        assert not model.compiled
+        kt.recompile(model)
+    assert model.compiled
     assert model.metrics_names[-1] in ("compile_metrics", "accuracy")
     kernel = model.layers[1].get_layer("conv5_block16_2_conv").kernel
     before = keras.ops.convert_to_numpy(kernel).copy()
     _fit_once(model)
     assert not np.array_equal(before, keras.ops.convert_to_numpy(kernel))
+
+
+def test_forgetting_to_recompile_is_an_error_at_fit_not_silent_training_of_the_old_weights():
+    model = _tiny_model()
+    kt.freeze(model)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit_once(model)
+    kt.unfreeze(model, top_blocks=1)
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)`"):
+        _fit_once(model)
+    kt.recompile(model)
+    _fit_once(model)
 
 
 def test_no_warning_when_nothing_changes_or_not_compiled():
