@@ -26,8 +26,8 @@ class Evaluation:
     Attributes:
         accuracy: fraction of examples whose top prediction is the label.
         top_k_accuracy: fraction whose label is among the `top_k` highest
-            scores; NaN when there are no more classes than `top_k` (it
-            would be 1 by construction).
+            scores; None when `top_k` is at least the number of classes
+            (it would be 1 by construction, so it is not reported).
         top_k: the `k` of `top_k_accuracy`.
         per_class: one row per class: `class`, `support` (examples),
             `correct`, `recall` (the class's accuracy), `precision`, `f1`.
@@ -35,15 +35,15 @@ class Evaluation:
         confusion: counts, rows are true classes (`true`), columns
             predicted ones (`predicted`), both labelled by class name.
         summary: a one-row DataFrame: `examples`, `accuracy`,
-            `top{k}_accuracy`, `balanced_accuracy` (mean recall),
-            `macro_f1`.
+            `top{k}_accuracy` (only when `k` is below the number of
+            classes), `balanced_accuracy` (mean recall), `macro_f1`.
         predictions: one row per example, in dataset order: `label`,
             `predicted`, `label_name`, `predicted_name`, `confidence`
             (probability of the prediction) and `correct`.
     """
 
     accuracy: float
-    top_k_accuracy: float
+    top_k_accuracy: float | None
     top_k: int
     per_class: pd.DataFrame
     confusion: pd.DataFrame
@@ -62,8 +62,7 @@ class Evaluation:
           true predicted  count
         0  bee       ant      1
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`n` must be a positive integer. Received: n={n!r}")
+        n = _checks.positive_int("n", n)
         counts = self.confusion.to_numpy().copy()
         np.fill_diagonal(counts, 0)
         true, predicted = np.nonzero(counts)
@@ -98,7 +97,10 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
             or one-hot `(batch, num_classes)`.
         class_names: names of the classes, in class-id order; default
             `"0"`, `"1"`, ...
-        top_k: the `k` of the top-k accuracy, a positive integer.
+        top_k: the `k` of the top-k accuracy, a positive integer. With
+            `top_k` classes or fewer the top-k accuracy is left out (it
+            would be 1 by construction): no `top{k}_accuracy` column, and
+            `Evaluation.top_k_accuracy` is None.
         batch_size: batch size when `dataset` is a tuple of arrays.
         verbose: `"auto"`, 0 (silent) or 1 (progress bar).
 
@@ -120,10 +122,8 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r} of type {type(model).__name__}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    top_k = _checks.positive_int("top_k", top_k)
+    batch_size = _checks.positive_int("batch_size", batch_size)
     verbose = _checks.verbose(verbose)
     scores, labels = _predict(model, dataset, batch_size, verbose)
     num_classes = scores.shape[1]
@@ -143,13 +143,12 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
     correct = predicted == labels
     n = len(labels)
     accuracy = float(correct.mean())
-    if num_classes > top_k:
+    top_k_accuracy = None
+    if top_k < num_classes:
         # A label is in the top k when fewer than k classes score strictly higher.
         label_scores = scores[np.arange(n), labels]
         higher = (scores > label_scores[:, None]).sum(axis=1)
         top_k_accuracy = float((higher < top_k).mean())
-    else:
-        top_k_accuracy = float("nan")
 
     confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
         num_classes, num_classes
@@ -173,10 +172,11 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
     index = pd.Index(class_names, name="true")
     columns = pd.Index(class_names, name="predicted")
     confusion_df = pd.DataFrame(confusion, index=index, columns=columns)
+    top = {} if top_k_accuracy is None else {f"top{top_k}_accuracy": top_k_accuracy}
     summary = pd.DataFrame([{
         "examples": n,
         "accuracy": accuracy,
-        f"top{top_k}_accuracy": top_k_accuracy,
+        **top,
         "balanced_accuracy": float(np.nanmean(recall)),
         "macro_f1": float(np.nanmean(f1)),
     }])

@@ -7,6 +7,7 @@ import pytest
 
 import keras_transfer as kt
 from keras_transfer.evaluation import Evaluation
+from matplotlib.figure import Figure
 
 pytestmark = pytest.mark.core
 
@@ -79,8 +80,25 @@ def test_probability_outputs_are_used_as_given_and_one_hot_labels_work():
     assert result.accuracy == 1 / 3
     np.testing.assert_allclose(result.predictions.confidence, [0.7, 0.6, 0.5], rtol=1e-6)
     assert list(result.confusion.index) == ["0", "1", "2"]
-    # With no more classes than k, top-k accuracy would be 1 by construction.
-    assert np.isnan(result.top_k_accuracy) and result.top_k == 5
+    # With no more classes than k, top-k accuracy would be 1 by construction: it is left out.
+    assert result.top_k_accuracy is None and result.top_k == 5
+
+
+def test_top_k_is_left_out_when_k_reaches_the_number_of_classes():
+    ants_bees = np.array([[2., 1.], [2., 1.], [1., 2.]], "float32")
+    two = kt.evaluate(identity(2), (ants_bees, np.array([0, 1, 1])), class_names=["ants", "bees"], verbose=0)
+    assert two.top_k_accuracy is None
+    assert two.summary.iloc[0].to_dict() == {
+        "examples": 3, "accuracy": 2 / 3, "balanced_accuracy": 0.75, "macro_f1": pytest.approx(2 / 3),
+    }
+    # Six steel classes: label 5 ranks 6th in the last row, so top-5 misses it once.
+    logits = np.tile(np.arange(6, 0, -1, dtype="float32"), (4, 1))
+    labels = np.array([0, 1, 4, 5])
+    six = kt.evaluate(identity(6), (logits, labels), verbose=0)
+    assert six.top_k_accuracy == 3 / 4
+    assert list(six.summary.columns) == ["examples", "accuracy", "top5_accuracy", "balanced_accuracy", "macro_f1"]
+    assert six.summary.iloc[0].to_dict()["top5_accuracy"] == 3 / 4
+    assert "top6_accuracy" not in kt.evaluate(identity(6), (logits, labels), top_k=6, verbose=0).summary
 
 
 def test_a_shuffled_dataset_is_read_once_so_labels_stay_paired():
@@ -157,6 +175,55 @@ def test_plot_confusion_small_and_for_120_classes(tmp_path):
     big = kt.plot_confusion(pd.DataFrame(counts, index=names, columns=names), tmp_path / "big.png", normalize=False)
     assert png_size(big)[0] > 2 * png_size(small)[0]
     assert kt.plot_confusion(result, tmp_path / "from_evaluation.png").exists()
+
+
+def test_plot_history_returns_its_figure_with_whole_epoch_ticks(tmp_path):
+    history = {"loss": [1.0, 0.6, 0.5], "val_loss": [1.1, 0.8, 0.7]}
+    figure = kt.plot_history(history, tmp_path / "h.png")
+    assert isinstance(figure, Figure) and (tmp_path / "h.png").exists()
+    figure.draw_without_rendering()
+    (ax,) = figure.axes
+    low, high = ax.get_xlim()
+    # Matplotlib's default ticks here are 1.0, 1.5, 2.0, 2.5, 3.0: half epochs that never ran.
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]
+    two = kt.plot_history({"loss": [1.0, 0.6]})
+    two.draw_without_rendering()
+    assert [t for t in two.axes[0].get_xticks() if 0.9 <= t <= 2.1] == [1, 2]
+
+
+STEEL = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+
+
+def x_labels(figure):
+    ax = figure.axes[0]
+    return {(label.get_text(), label.get_rotation(), label.get_horizontalalignment())
+            for label in ax.get_xticklabels()}
+
+
+def test_plot_confusion_rotates_labels_only_when_they_do_not_fit_their_cells():
+    short = kt.plot_confusion(pd.DataFrame([[5, 1], [2, 4]], index=["ants", "bees"], columns=["ants", "bees"]))
+    assert x_labels(short) == {("ants", 0.0, "center"), ("bees", 0.0, "center")}
+    steel = np.diag(np.full(6, 10))
+    long = kt.plot_confusion(pd.DataFrame(steel, index=STEEL, columns=STEEL))
+    assert {(rotation, ha) for _, rotation, ha in x_labels(long)} == {(45.0, "right")}
+    many = [str(i) for i in range(120)]
+    crowded = kt.plot_confusion(pd.DataFrame(np.eye(120, dtype=int), index=many, columns=many))
+    assert {(rotation, ha) for _, rotation, ha in x_labels(crowded)} == {(45.0, "right")}
+
+
+def test_plot_confusion_colour_bar_is_linear_with_a_few_round_ticks():
+    from matplotlib.colors import Normalize
+
+    counts = np.array([[5, 1], [2, 4]])
+    image = kt.plot_confusion(counts).axes[0].images[0]
+    assert type(image.norm) is Normalize and (image.norm.vmin, image.norm.vmax) == (0, 1)
+    assert image.colorbar.get_ticks().tolist() == [0, 0.25, 0.5, 0.75, 1]
+    image = kt.plot_confusion(counts, normalize=False).axes[0].images[0]
+    assert type(image.norm) is Normalize and (image.norm.vmin, image.norm.vmax) == (0, 5)
+    assert image.colorbar.get_ticks().tolist() == [0, 1, 2, 3, 4, 5]
+    big = np.diag(np.full(12, 37))
+    image = kt.plot_confusion(big, normalize=False).axes[0].images[0]
+    assert image.colorbar.get_ticks().tolist() == [0, 10, 20, 30]
 
 
 def test_plot_confusion_rejects_non_square(tmp_path):
