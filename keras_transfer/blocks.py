@@ -14,6 +14,7 @@ model falls back to a generic grouping (nested models, then name prefixes).
 import dataclasses
 import re
 import warnings
+import weakref
 
 import keras
 
@@ -21,6 +22,7 @@ from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
 
 HEAD = "head"
+_WARNED = weakref.WeakSet()  # models already told they fall back to generic blocks
 # Specs added with `register_block_spec`, newest first; tried before BLOCK_SPECS.
 _REGISTERED = []
 
@@ -263,14 +265,11 @@ def get_blocks(model, spec=None):
         if not isinstance(spec, BlockSpec):
             raise TypeError(f"`spec` must be a BlockSpec. Received: spec={spec!r}")
         return _apply_spec(_layers_of(model), spec)
-    spec = find_spec(model)
+    spec = _own_spec(model)
     if spec is not None:
         return _apply_spec(_layers_of(model), spec)
     layers = _layers_of(model)
-    for index, layer in enumerate(layers):
-        inner_spec = find_spec(layer) if isinstance(layer, keras.Model) else None
-        if inner_spec is None:
-            continue
+    for index, layer, inner_spec in _nested_backbones(model):
         blocks = _apply_spec(_layers_of(layer), inner_spec)
         before, after = layers[:index], layers[index + 1 :]
         if before:
@@ -286,14 +285,29 @@ def find_spec(model):
     """Returns the `BlockSpec` for a model's family, or None if unknown.
 
     Specs registered with `register_block_spec` are tried first (the latest
-    first), then the built-in `BLOCK_SPECS`.
+    first), then the built-in `BLOCK_SPECS`. A classifier built around a
+    known backbone (`kt.build_classifier`, or `inputs -> backbone -> new
+    layers`) has its backbone's spec.
 
     Example:
 
     >>> import keras, keras_transfer as kt
     >>> kt.find_spec(keras.applications.VGG16(weights=None)).family
     'vgg'
+    >>> backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    >>> kt.find_spec(kt.build_classifier(backbone, 2)).family
+    'vgg'
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r} of type {type(model).__name__}")
+    spec = _own_spec(model)
+    if spec is None:
+        spec = next((inner for _, _, inner in _nested_backbones(model)), None)
+    return spec
+
+
+def _own_spec(model):
+    """The spec matching `model` itself (its name, class or signature), not a model nested in it."""
     specs = block_specs()
     names = (model.name, type(model).__name__)
     for spec in specs:
@@ -538,6 +552,14 @@ def _apply_spec(layers, spec):
     return [Block(name, tuple(members[name]), spec.family) for name in order]
 
 
+def _nested_backbones(model):
+    """(index, layer, spec) of each top-level layer of `model` that is a model with a spec of its own."""
+    for index, layer in enumerate(_layers_of(model)):
+        spec = _own_spec(layer) if isinstance(layer, keras.Model) else None
+        if spec is not None:
+            yield index, layer, spec
+
+
 def _prefix(name):
     head, sep, rest = name.partition("_")
     if not sep or rest.isdigit():
@@ -569,12 +591,20 @@ def _generic_blocks(model, layers):
             else:
                 groups.append([key, [layer]])
         how = "blocks are runs of layers sharing a name prefix"
+    if model in _WARNED:
+        return _named_blocks(groups)
+    # Once per model: every block-aware call on it would repeat the same words.
+    _WARNED.add(model)
     warnings.warn(
         f"keras_transfer has no block spec for model {model.name!r} "
         f"({type(model).__name__}); using the generic fallback: {how}. "
         "For exact blocks, register a spec for it: `kt.register_block_spec(kt.BlockSpec(...))`.",
         stacklevel=3,
     )
+    return _named_blocks(groups)
+
+
+def _named_blocks(groups):
     seen = {}
     blocks = []
     for name, group in groups:

@@ -1,5 +1,7 @@
 """Block discovery: every family's spec, nested classifiers, the fallback, selectors."""
 
+import warnings
+
 import keras
 import keras_hub
 import pytest
@@ -159,6 +161,25 @@ def test_generic_fallback_by_prefix_warns():
     with pytest.warns(UserWarning, match="generic fallback"):
         blocks = kt.get_blocks(model)
     assert [(b.name, b.num_params) for b in blocks] == [("encoder", 15 + 12), ("decoder", 8), ("dense", 3)]
+    # Once per model: the freeze / optimizer / summary calls of one script said it 7 times.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kt.freeze(model)
+        kt.trainable_summary(model)
+        kt.block_names(model)
+    assert [str(w.message) for w in caught] == []
+    twin = keras.Model(model.inputs, model.outputs, name="twin")
+    with pytest.warns(UserWarning, match="'twin'.*generic fallback"):
+        kt.block_names(twin)
+
+
+def test_a_classifier_around_a_known_backbone_has_the_backbones_spec():
+    backbone = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
+    assert kt.find_spec(backbone).family == "mobilenet_v2"
+    assert kt.find_spec(kt.build_classifier(backbone, 2)).family == "mobilenet_v2"
+    assert kt.find_spec(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])) is None
+    with pytest.raises(TypeError, match="Received: model='mobilenet_v2'"):
+        kt.find_spec("mobilenet_v2")
 
 
 def test_generic_fallback_nested_models_become_blocks():

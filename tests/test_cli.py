@@ -159,3 +159,84 @@ def test_run_old_unfreeze_top_blocks_flag_still_works_and_warns(monkeypatch):
     assert configured[0].top_blocks == 2
     with pytest.raises(ValueError, match="Received: unfreeze_top_blocks=2, top_blocks=1"):
         cli.main(["run", "dog_breeds", "--unfreeze-top-blocks", "2", "--top-blocks", "1"])
+
+
+def _class_sorted_folders(root, classes=("a", "b", "c"), train=8, val=4):
+    """train/ and val/ class folders of tiny PNGs, one colour per class; files list class by class."""
+    import numpy as np
+    import tensorflow as tf
+
+    for split, count in (("train", train), ("val", val)):
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.full((32, 32, 3), 60 * index + 3 * i, "uint8")
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def test_diagnose_probes_every_class_of_a_class_sorted_folder_and_refuses_advice_at_chance(tmp_path, capsys):
+    """The first --max-examples files of a class-sorted folder were one class: "at least 2 classes"."""
+    root = _class_sorted_folders(tmp_path / "data")
+    code = cli.main(["diagnose", "--backbone", "mobilenet_v2", "--weights", "none", "--data", str(root),
+                     "--image-size", "32", "--max-examples", "6", "--batch-size", "4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Examples per class (train/val): a 2/2, b 2/2, c 2/2" in out
+    # 6 validation examples cannot show any probe above a chance of 1/3: no depth is advised.
+    assert "Suggestion: none: the probe is at chance, so it shows no depth to unfreeze" in out
+    assert "strategy='auto'" in out and "Suggestion: unfreeze" not in out
+
+
+def test_run_offline_fails_at_once_in_the_command_line_words(monkeypatch, tmp_path):
+    """Offline, `run` retried the TFDS download for 3.5 minutes, then said `data_dir=DIR` after a traceback."""
+    import tensorflow_datasets as tfds
+
+    from keras_transfer import backbones
+
+    monkeypatch.setattr(backbones, "_network_problem", lambda url=None: "no answer")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "dog_breeds", "--backbone", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+                  "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "runs")])
+    assert exit_.value.code == (
+        f"keras-transfer: error: The TFDS dataset 'stanford_dogs' is not in {tmp_path} and cannot be downloaded: "
+        "no network (no answer). Prepare it where there is network access (`tfds build stanford_dogs --data_dir "
+        "/path/to/tfds`), copy that folder here and pass --data-dir /path/to/tfds."
+    )
+
+
+def test_run_offline_imagenet_weights_name_the_weights_flag(monkeypatch, tmp_path):
+    """The offline weights error said `get_backbone(..., weights=...)` to a command-line user."""
+    import socket
+    import urllib.error
+
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    from keras_transfer import backbones
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    monkeypatch.setattr(backbones, "_network_problem", lambda url=None: "no answer")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "dog_breeds", "--backbone", "mobilenet_v2", "--image-size", "96"])
+    file_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
+    assert exit_.value.code == (
+        "keras-transfer: error: Could not download the ImageNet weights of 'mobilenet_v2': no network (no answer). "
+        f"Offline, pass a local copy of the no-top weights file, --weights /path/to/{file_name}, or copy it to "
+        f"{tmp_path}/models/{file_name}, where Keras caches its downloads."
+    )
+
+
+def test_inspect_a_classifier_saved_by_export_names_its_backbone_family(tmp_path, capsys):
+    backbone = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
+    paths = kt.export(kt.build_classifier(backbone, 2), tmp_path / "model")
+    assert cli.main(["inspect", paths["keras"]]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "(mobilenet_v2)" in first and "generic fallback" not in first
