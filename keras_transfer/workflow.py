@@ -37,6 +37,7 @@ import pandas as pd
 
 from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
+from keras_transfer.backbones import Backbone
 from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.callbacks import checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
@@ -118,7 +119,8 @@ def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), bac
 
     Args:
         backbone: a `keras.Model` with one image input (its output may be a
-            feature map, a token sequence or already pooled).
+            feature map, a token sequence or already pooled), or the
+            `kt.Backbone` that `kt.get_backbone` returns (its `model`).
         num_classes: number of output classes (logits); at least 2.
         dropout: dropout rate before the output layer, in [0, 1).
         hidden_units: sizes of optional hidden Dense layers (ReLU).
@@ -140,8 +142,14 @@ def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), bac
     >>> kt.get_blocks(model)[-1].num_params
     6405
     """
+    if isinstance(backbone, Backbone):
+        backbone = backbone.model
     if not isinstance(backbone, keras.Model):
-        raise TypeError(f"`backbone` must be a keras.Model. Received: backbone={backbone!r}")
+        hint = f" For a backbone by name, pass kt.get_backbone({backbone!r})." if isinstance(backbone, str) else ""
+        raise TypeError(
+            f"`backbone` must be a keras.Model or a kt.Backbone. Received: backbone={backbone!r} "
+            f"of type {type(backbone).__name__}.{hint}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
     if not 0.0 <= dropout < 1.0:
@@ -298,7 +306,15 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         model = _as_classifier(model_or_backbone, config.num_classes, config.dropout, scratch=strategy == "scratch")
     blocks = get_blocks(model)
     backbone_blocks = [b for b in blocks if not b.is_head]
+    if config.top_blocks is not None and strategy in ("fine_tune", "auto") and config.top_blocks > len(backbone_blocks):
+        names = [b.name for b in backbone_blocks]
+        raise ValueError(
+            f"`top_blocks` must be at most the number of backbone blocks, {len(names)}: {names} "
+            f"(`strategy='full'` trains them all). Received: top_blocks={config.top_blocks}"
+        )
     top_blocks = config.top_blocks if config.top_blocks is not None else max(1, len(backbone_blocks) // 2)
+    for name, dataset in (("train_ds", train_ds), ("val_ds", val_ds)):
+        _check_classes(config.num_classes, dataset, name)
     loss = SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing, from_logits=True)
     # Hard or soft labels alike: MixUp / CutMix training batches carry class probabilities.
     metrics = [Accuracy()] + ([TopKAccuracy(5)] if config.num_classes > 5 else [])
@@ -465,6 +481,27 @@ def _as_classifier(model_or_backbone, num_classes, dropout, scratch):
         return build_classifier(keras.models.clone_model(model), num_classes, dropout=dropout,
                                 backbone_training=None)
     return build_classifier(model, num_classes, dropout=dropout)
+
+
+def _check_classes(num_classes, dataset, name):
+    """`num_classes` against what the data says: its `class_names` (our loaders) or one-hot label width."""
+    class_names = getattr(dataset, "class_names", None)
+    # Validation data may lack a class (a small split); training data that lacks one, or data with more
+    # classes than the head has outputs, is a mistake.
+    if class_names is not None and (len(class_names) > num_classes or
+                                    (name == "train_ds" and len(class_names) != num_classes)):
+        raise ValueError(
+            f"`num_classes` is {num_classes} but `{name}` holds {len(class_names)} classes: {list(class_names)}. "
+            f"Pass num_classes={len(class_names)} (`len({name}.class_names)`). Received: num_classes={num_classes}"
+        )
+    spec = getattr(dataset, "element_spec", None)
+    if isinstance(spec, tuple) and len(spec) >= 2 and getattr(spec[1], "shape", None) is not None:
+        shape = spec[1].shape
+        if len(shape) == 2 and shape[-1] is not None and shape[-1] != num_classes:
+            raise ValueError(
+                f"`num_classes` is {num_classes} but the labels of `{name}` are one-hot over {shape[-1]} classes. "
+                f"Received: num_classes={num_classes}"
+            )
 
 
 def _resolve_mixed_precision(mixed_precision):

@@ -133,11 +133,34 @@ def test_argument_errors(shapes, kwargs, match):
         kt.fine_tune(_backbone(), shapes[0], num_classes=4, **kwargs)
 
 
+def test_num_classes_that_do_not_match_the_data_and_too_many_top_blocks_are_errors(shapes):
+    train_ds, val_ds = shapes  # 4 classes
+    with pytest.raises(ValueError, match=r"`num_classes` is 5 but `train_ds` holds 4 classes: \['0', '1', '2', '3'\]"):
+        kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=5, verbose=0)
+    with pytest.raises(ValueError, match=r"`num_classes` is 3 but `val_ds` holds 4 classes"):
+        kt.fine_tune(_backbone(), train_ds.take(1).map(lambda x, y: (x, y % 3)), val_ds, num_classes=3, verbose=0)
+    one_hot = train_ds.map(lambda x, y: (x, keras.ops.one_hot(y, 4)))
+    with pytest.raises(ValueError, match=r"labels of `train_ds` are one-hot over 4 classes"):
+        kt.fine_tune(_backbone(), one_hot, num_classes=6, verbose=0)
+    with pytest.raises(ValueError, match=r"at most the number of backbone blocks, 5: \['stem', 'block1', 'block2', "
+                                         r"'block3', 'top'\].*Received: top_blocks=50"):
+        kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, top_blocks=50, verbose=0)
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="Received: top_blocks=50"):
+        kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, unfreeze_top_blocks=50, verbose=0)
+
+
 def test_build_classifier_errors():
     with pytest.raises(ValueError, match="Received: num_classes=1"):
         kt.build_classifier(_backbone(), 1)
-    with pytest.raises(TypeError, match="Received: backbone='resnet50'"):
+    with pytest.raises(TypeError, match=r"Received: backbone='resnet50'.*pass kt.get_backbone\('resnet50'\)"):
         kt.build_classifier("resnet50", 3)
+
+
+def test_build_classifier_takes_the_backbone_get_backbone_returns():
+    backbone = kt.get_backbone("mobilenet_v2", weights=None, input_shape=(32, 32, 3))
+    model = kt.build_classifier(backbone, 3)
+    assert model.layers[1] is backbone.model
+    assert kt.block_names(model)[-2:] == ["top", "head"] and model.output.shape == (None, 3)
 
 
 def test_history_records_each_phase_rates(shapes):
