@@ -4,8 +4,9 @@
 and top-k accuracy, one row per class, the confusion matrix and every
 prediction, all as pandas objects. `plot_history` draws the training curves
 of a (multi-phase) history; `plot_confusion` draws a confusion matrix that
-stays readable at 120 classes. Plots are written with matplotlib's Agg
-canvas directly, so they never touch pyplot's global state or a display.
+stays readable at 120 classes. Both return a matplotlib `Figure` of their own
+(and write a PNG when given a path), so they never touch pyplot's global
+state or a display.
 """
 
 import dataclasses
@@ -192,8 +193,8 @@ def evaluate(model, dataset, class_names=None, top_k=5, batch_size=32, verbose="
     return Evaluation(accuracy, top_k_accuracy, top_k, per_class, confusion_df, summary, predictions)
 
 
-def plot_history(history, path, metrics=None, title=None):
-    """Plots training curves per epoch, with phase boundaries, to a PNG.
+def plot_history(history, path=None, metrics=None, title=None):
+    """Plots training curves per epoch, with phase boundaries, on a Figure of its own.
 
     One panel per metric (`loss`, `accuracy`, ... ): the training value as
     a solid line, the validation value (`val_...`) dashed. When the history
@@ -204,24 +205,28 @@ def plot_history(history, path, metrics=None, title=None):
         history: a DataFrame with one row per epoch (optionally `epoch` and
             `phase` columns), a `keras.callbacks.History` (what `fit`
             returns) or its `.history` dict.
-        path: where to write the PNG (parent folders are created).
+        path: optional: where to write the figure as a PNG (parent
+            folders are created).
         metrics: metric names to plot; default every numeric column that is
             not a learning rate, validation curves folded into their
             training panel.
         title: title of the figure.
 
     Returns:
-        The path written, as a `pathlib.Path`.
+        The `matplotlib.figure.Figure`, one axes per metric; its x-axis
+        ticks fall on whole epochs.
 
     Example:
 
     >>> import pandas as pd, tempfile, os, keras_transfer as kt
     >>> history = pd.DataFrame({"phase": ["head", "head", "fine_tune"], "loss": [1.0, 0.6, 0.4],
     ...                         "val_loss": [1.1, 0.8, 0.7], "accuracy": [0.5, 0.7, 0.8]})
-    >>> path = kt.plot_history(history, os.path.join(tempfile.mkdtemp(), "history.png"))
-    >>> path.name
-    'history.png'
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.png")
+    >>> figure = kt.plot_history(history, path)
+    >>> [ax.get_title() for ax in figure.axes], os.path.exists(path)
+    (['loss', 'accuracy'], True)
     """
+    path = _png_path(path)
     frame = _history_frame(history)
     if frame.empty:
         raise ValueError("`history` has no epochs to plot. Received an empty history.")
@@ -239,6 +244,8 @@ def plot_history(history, path, metrics=None, title=None):
         raise ValueError(f"`history` has no numeric metric to plot. Received columns: {list(frame.columns)}")
     epochs = frame["epoch"].to_numpy() if "epoch" in frame.columns else np.arange(1, len(frame) + 1)
 
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.4))
     for ax, metric in zip(axes, metrics):
         if metric in frame.columns:
@@ -247,6 +254,7 @@ def plot_history(history, path, metrics=None, title=None):
             ax.plot(epochs, frame[f"val_{metric}"], "--o", color="#e1812c", markersize=3, label="validation")
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if "phase" in frame.columns:
             _draw_phases(ax, epochs, frame["phase"].astype(str).to_numpy())
@@ -256,28 +264,32 @@ def plot_history(history, path, metrics=None, title=None):
     return _save(figure, path)
 
 
-def plot_confusion(confusion, path, normalize=True, title=None, annotate=None):
-    """Draws a confusion matrix as a heatmap PNG, readable up to hundreds of classes.
+def plot_confusion(confusion, path=None, normalize=True, title=None, annotate=None):
+    """Draws a confusion matrix as a heatmap, readable up to hundreds of classes.
 
     Args:
         confusion: `Evaluation.confusion` (a square DataFrame of counts, rows
             true classes), an `Evaluation`, or a square array of counts.
-        path: where to write the PNG (parent folders are created).
+        path: optional: where to write the figure as a PNG (parent
+            folders are created).
         normalize: show each row as fractions of its true class (recall on
             the diagonal) instead of counts.
         title: title of the figure.
         annotate: write the value in each cell; default only up to 20 classes.
 
     Returns:
-        The path written, as a `pathlib.Path`.
+        The `matplotlib.figure.Figure`: the heatmap's axes, then its colour
+        bar's.
 
     Example:
 
     >>> import numpy as np, tempfile, os, keras_transfer as kt
-    >>> path = kt.plot_confusion(np.array([[5, 1], [2, 4]]), os.path.join(tempfile.mkdtemp(), "c.png"))
-    >>> path.suffix
-    '.png'
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.png")
+    >>> figure = kt.plot_confusion(np.array([[5, 1], [2, 4]]), path, normalize=False)
+    >>> figure.axes[0].images[0].colorbar.get_ticks().tolist(), os.path.exists(path)
+    ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], True)
     """
+    path = _png_path(path)
     if isinstance(confusion, Evaluation):
         confusion = confusion.confusion
     if not isinstance(confusion, pd.DataFrame):
@@ -303,15 +315,19 @@ def plot_confusion(confusion, path, normalize=True, title=None, annotate=None):
     # Ticks sized to the cells they label (points per cell, with margins).
     tick_size = float(np.clip(0.5 * side * 72 * 0.8 / n, 4, 10))
     figure, (ax,) = _figure(1, 1, (side + 1.2, side))
-    from matplotlib.colors import PowerNorm
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
 
-    # A square-root scale keeps the few off-diagonal mistakes visible next to a bright diagonal.
-    norm = PowerNorm(0.5, vmin=0, vmax=1 if normalize else max(values.max(), 1))
+    norm = Normalize(vmin=0, vmax=1 if normalize else max(int(values.max()), 1))
     image = ax.imshow(values, cmap="Blues", norm=norm, interpolation="nearest")
-    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
+    ticks = np.linspace(0, 1, 5) if normalize else MaxNLocator(5, steps=[1, 2, 5, 10], integer=True).tick_values(0, norm.vmax)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=ticks[ticks <= norm.vmax],
                     label="fraction of true class" if normalize else "examples")
     labels_x, labels_y = [str(c) for c in confusion.columns], [str(c) for c in confusion.index]
-    ax.set_xticks(np.arange(n), labels_x, rotation=90, fontsize=tick_size)
+    # DejaVu Sans averages about 0.6 em a character; one character more keeps neighbours apart.
+    fits = 0.6 * tick_size * (max(map(len, labels_x)) + 1) <= 0.8 * side * 72 / n
+    rotation = dict(rotation=0) if fits else dict(rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_xticks(np.arange(n), labels_x, fontsize=tick_size, **rotation)
     ax.set_yticks(np.arange(n), labels_y, fontsize=tick_size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -406,10 +422,17 @@ def _figure(rows, cols, size):
     return figure, list(axes.flat)
 
 
-def _save(figure, path):
+def _png_path(path):
+    if path is None:
+        return None
     path = pathlib.Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"`path` must end in .png. Received: path='{path}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
     return path
+
+
+def _save(figure, path):
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    return figure
