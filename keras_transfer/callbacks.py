@@ -370,6 +370,10 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
     >>> len(model.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=2, verbose=0,
     ...               callbacks=[backup]).history["loss"])
     2
+    >>> kept = AtomicBackupAndRestore(tempfile.mkdtemp(), delete_checkpoint=False)
+    >>> _ = model.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=3, verbose=0, callbacks=[kept])
+    >>> kept.backed_up_epoch()  # a `fit` with this callback would resume after epoch 3
+    3
     """
 
     def __init__(self, backup_dir, save_freq="epoch", checkpoints=(), delete_checkpoint=True):
@@ -396,6 +400,13 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
     def metadata_path(self):
         """The file whose atomic replacement commits a backup."""
         return pathlib.Path(self.backup_dir) / "training_metadata.json"
+
+    def backed_up_epoch(self):
+        """Epochs finished in the committed backup (what `fit` resumes after), or None without one."""
+        if not self.metadata_path.exists():
+            return None
+        metadata = json.loads(self.metadata_path.read_text())
+        return metadata["epoch"] if "weights" in metadata else None
 
     def on_train_begin(self, logs=None):
         self._epoch, self._batches = 0, 0

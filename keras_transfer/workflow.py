@@ -39,7 +39,7 @@ from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
 from keras_transfer.backbones import Backbone
 from keras_transfer.blocks import count_params, get_blocks
-from keras_transfer.callbacks import checkpoint_callbacks
+from keras_transfer.callbacks import AtomicBackupAndRestore, checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
 from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
@@ -864,7 +864,9 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
         done = phase_dir / "done.json"
         if done.exists():
             record = json.loads(done.read_text())
-            model.load_weights(phase_dir / "final.weights.h5")
+            _load_final_weights(model, phase_dir)
+            if verbose != 0:
+                print(f"Phase {phase!r} finished in an earlier run: skipped, its weights loaded from {phase_dir}")
             history = pd.DataFrame(record["history"])
             scores = [_score(row, monitor) for row in history.to_dict("records")] if monitor else []
             scores = [s for s in scores if s is not None]
@@ -874,7 +876,11 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
         # Logged before the backup commits an epoch: a kill between the two
         # repeats that epoch, and the repeat's row replaces the first below.
         callbacks.append(keras.callbacks.CSVLogger(str(phase_dir / "epochs.csv"), append=True))
-        callbacks.extend(checkpoint_callbacks(phase_dir, monitor=monitor or "loss", mode=mode if monitor else "min"))
+        saving = checkpoint_callbacks(phase_dir, monitor=monitor or "loss", mode=mode if monitor else "min")
+        callbacks.extend(saving)
+        resumed = next((c.backed_up_epoch() for c in saving if isinstance(c, AtomicBackupAndRestore)), None)
+        if resumed is not None and verbose != 0:
+            print(f"Resuming phase {phase!r} after epoch {resumed} of {epochs}, from the backup in {phase_dir}")
         paths = {f"{phase}_best": str(phase_dir / "best.keras"), f"{phase}_last": str(phase_dir / "last.keras")}
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience))
@@ -897,12 +903,25 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     if len(history) and not np.isfinite(history["loss"].iloc[-1]):
         _recover_from_nan(model, phase, paths.get(f"{phase}_best"), kept=keep is not None and keep.snapshot is not None)
     if phase_dir is not None:
-        model.save_weights(phase_dir / "final.weights.h5")
+        _save_final_weights(model, phase_dir)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"history": history.to_dict(orient="list"), "paths": paths}))
         os.replace(tmp, done)
     return {"name": phase, "history": history, "paths": paths, "model": rate_model,
             "score": keep.score if keep is not None else None, "snapshot": _snapshot(rate_model)}
+
+
+# A finished phase keeps its model weights without its optimizer: the next phase compiles a new one, and
+# `save_weights` files carry the optimizer's variables, which Keras then warns it cannot load into another.
+def _save_final_weights(model, phase_dir):
+    tmp = phase_dir / "final.weights.tmp.npz"
+    np.savez(tmp, *model.get_weights())
+    os.replace(tmp, phase_dir / "final.weights.npz")
+
+
+def _load_final_weights(model, phase_dir):
+    with np.load(phase_dir / "final.weights.npz") as saved:
+        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
 
 
 def _recover_from_nan(model, phase, best_path, kept=False):

@@ -1,6 +1,7 @@
 """fine_tune end to end on the demo backbone: exact trainable sets, what moves, resume, export."""
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -98,8 +99,11 @@ def test_checkpointed_run_started_again_skips_finished_phases(shapes, tmp_path):
     first = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
                          checkpoint_dir=str(tmp_path), verbose=0)
     assert (tmp_path / "head" / "done.json").exists() and (tmp_path / "fine_tune" / "done.json").exists()
-    again = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
-                         checkpoint_dir=str(tmp_path), verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
+                             checkpoint_dir=str(tmp_path), verbose=0)
+    assert [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)] == []
     np.testing.assert_allclose(again.history.loss, first.history.loss)
     np.testing.assert_allclose(again.metrics["accuracy"], first.metrics["accuracy"])
     assert keras.saving.load_model(first.paths["fine_tune_best"]) is not None
@@ -260,7 +264,7 @@ class Marker(keras.callbacks.Callback):
 
 result = kt.fine_tune(backbone, train_ds, num_classes=4, head_epochs=2, fine_tune_epochs=3,
                       cache_features=False, early_stopping=False, checkpoint_dir=os.path.join(out, "ckpt"),
-                      callbacks=[Marker()], verbose=0)
+                      callbacks=[Marker()], verbose=0 if slow else 2)
 result.history.to_csv(os.path.join(out, "history.csv"), index=False)
 """
 
@@ -293,7 +297,12 @@ def test_run_killed_mid_epoch_resumes_and_finishes_every_epoch(tmp_path):
     ckpt = tmp_path / "ckpt" / "fine_tune"
     assert keras.saving.load_model(ckpt / "last.keras") is not None  # epoch 1 of phase 2, intact
 
-    subprocess.run([sys.executable, str(script), str(tmp_path), "fast"], check=True, timeout=300)
+    rerun = subprocess.run([sys.executable, str(script), str(tmp_path), "fast"], check=True, timeout=300,
+                           capture_output=True, text=True)
+    assert f"Phase 'head' finished in an earlier run: skipped, its weights loaded from {tmp_path / 'ckpt' / 'head'}" \
+        in rerun.stdout
+    assert f"Resuming phase 'fine_tune' after epoch 1 of 3, from the backup in {ckpt}" in rerun.stdout
+    assert "Skipping variable loading" not in rerun.stderr
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history.phase) == ["head", "head", "fine_tune", "fine_tune", "fine_tune"]
     assert list(history.epoch) == [1, 2, 3, 4, 5]
