@@ -324,6 +324,7 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         loss=loss, metrics=metrics, jit_compile=config.jit_compile, val_ds=val_ds, early_stopping=early_stopping,
         patience=config.patience, checkpoint_dir=config.checkpoint_dir, verbose=config.verbose,
         extra_callbacks=list(callbacks or ()), monitor=config.monitor if val_ds is not None else None,
+        first_epoch=0,
     )
     head_lr, head_epochs, fine_tune_epochs = config.head_lr, config.head_epochs, config.fine_tune_epochs
     found = {}
@@ -342,6 +343,8 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
                                       common, found))
         head_lr = found.get("head_lr", head_lr)
         lora = dict(rank=config.lora_rank or 8, alpha=config.lora_alpha)
+        # Phase 2's progress bar goes on counting where the head's stopped, as the history does.
+        common = {**common, "first_epoch": len(phases[0]["history"])}
         phase2 = dict(train_ds=train_ds, epochs=fine_tune_epochs, head_lr=head_lr, lora=lora,
                       l2_sp=config.l2_sp, opt_kwargs=opt_kwargs, common=common, found=found)
         if strategy == "auto" and fine_tune_epochs > 0:
@@ -843,8 +846,8 @@ def _is_simple_chain(model):
 
 
 def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, metrics, jit_compile, val_ds,
-               early_stopping, patience, checkpoint_dir, verbose, extra_callbacks, monitor, initial_epoch=0,
-               recompile=True):
+               early_stopping, patience, checkpoint_dir, verbose, extra_callbacks, monitor, first_epoch=0,
+               initial_epoch=0, recompile=True):
     """Compiles and fits one phase; it ends at its best epoch by `monitor`.
 
     Returns a record: `name`, `history`, `paths`, `model`, `score` (of the
@@ -856,6 +859,8 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     rate_log = _LearningRateLog(rate_model, None if checkpoint_dir is None else
                                 pathlib.Path(checkpoint_dir) / phase / "rates.jsonl")
     callbacks, paths = [rate_log, *extra_callbacks], {}
+    if verbose != 0:
+        callbacks.append(_RunProgbar(first_epoch))
     keep = _KeepBest(rate_model, monitor) if monitor is not None else None
     mode = "min" if monitor is not None and "loss" in monitor else "max"
     phase_dir = None
@@ -935,6 +940,29 @@ def _recover_from_nan(model, phase, best_path, kept=False):
         how = "no checkpoint to restore (pass `checkpoint_dir`); the weights are not finite"
     warnings.warn(f"Phase {phase!r} stopped on a NaN or infinite loss; {how}. Try a lower learning rate.",
                   stacklevel=3)
+
+
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs across phases as `history.epoch` does.
+
+    Callbacks still see each phase's own epochs from 0 (`kt.GradualUnfreezing`
+    counts blocks from the start of its phase), so `fit`'s `initial_epoch`
+    cannot carry the offset; only the printed number moves.
+    """
+
+    def __init__(self, first_epoch):
+        super().__init__()
+        self._first_epoch = first_epoch
+
+    def set_params(self, params):
+        super().set_params(params)
+        self._last_epoch = self._first_epoch + params["epochs"]
+        self.epochs = 1  # Keras' own "Epoch i/n" line is replaced by the one below
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.verbose:
+            print(f"Epoch {self._first_epoch + epoch + 1}/{self._last_epoch}")
+        super().on_epoch_begin(epoch, logs)
 
 
 class _LearningRateLog(keras.callbacks.Callback):

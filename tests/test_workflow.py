@@ -226,6 +226,16 @@ def test_nan_loss_stops_training_and_restores_the_best_checkpoint(shapes, tmp_pa
     np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(best.get_layer("head_logits").kernel))
 
 
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_numbers_epochs_across_phases_as_the_history_does(shapes, capsys, verbose):
+    train_ds, val_ds = shapes
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=2,
+                          early_stopping=False, verbose=verbose)
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert printed == ["Epoch 1/1", "Epoch 2/3", "Epoch 3/3"]
+    assert list(result.history.epoch) == [1, 2, 3]
+
+
 def test_extra_callbacks_run_in_every_phase(shapes):
     train_ds, _ = shapes
     seen = []
