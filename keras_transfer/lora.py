@@ -483,10 +483,18 @@ def load_adapters(model, path):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r}")
     path = pathlib.Path(path)
+    if not path.is_file() and path.suffix != ".npz" and path.with_name(path.name + ".npz").is_file():
+        path = path.with_name(path.name + ".npz")  # `save_adapters` adds the suffix; users repeat their own name
+    if path.is_dir():
+        raise ValueError(f"`path` is a folder; pass the adapter file inside it that `save_adapters` wrote. "
+                         f"Received: path='{path}'")
     if not path.is_file():
-        raise ValueError(f"`path` must be an adapter file written by `save_adapters`. Received: path='{path}'")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {key: f[key] for key in f.files}
+        raise FileNotFoundError(f"No adapter file found at '{path}' (nor '{path}.npz'). Received: path='{path}'")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except (OSError, ValueError):
+        raise ValueError(f"`path` is not a keras_transfer adapter file. Received: path='{path}'") from None
     try:
         meta = json.loads(str(arrays.pop("__metadata__")))
         assert meta["format"] == ADAPTER_FORMAT

@@ -264,6 +264,17 @@ def test_adapter_file_round_trip_is_small_and_checks_the_model(tmp_path):
     with pytest.raises(ValueError, match="not a keras_transfer adapter file"):
         np.savez(tmp_path / "other.npz", x=np.ones(2))
         kt.load_adapters(_classifier(), tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="not a keras_transfer adapter file"):
+        (tmp_path / "notes.txt").write_text("not numpy")
+        kt.load_adapters(_classifier(), tmp_path / "notes.txt")
+    missing = tmp_path / "nowhere" / "adapters.npz"
+    with pytest.raises(FileNotFoundError, match=f"No adapter file found at '{missing}'"):
+        kt.load_adapters(_classifier(), missing)
+    with pytest.raises(ValueError, match="`path` is a folder"):
+        kt.load_adapters(_classifier(), tmp_path)
+    # The name given to save_adapters, without the suffix it added, finds the file.
+    np.testing.assert_allclose(kt.load_adapters(_classifier(), str(path)[:-4]).predict(x, verbose=0), expected,
+                               atol=1e-6)
 
 
 # --- a keras-hub transformer ---------------------------------------------------------------------
