@@ -460,12 +460,14 @@ def load_adapters(model, path):
 
     Args:
         model: a model of the architecture the adapters were trained on.
-        path: a file written by `save_adapters`.
+        path: a file written by `save_adapters` (the name given to it
+            without the `.npz` it added works too).
 
     Returns:
         The model.
 
     Raises:
+        FileNotFoundError: if there is no file at `path`.
         ValueError: if the file is not an adapter file, or the model's
             layers, ranks or shapes differ from the file's (named in the message).
 
