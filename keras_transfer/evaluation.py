@@ -318,9 +318,12 @@ def plot_confusion(confusion, path=None, normalize=True, title=None, annotate=No
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
-    norm = Normalize(vmin=0, vmax=1 if normalize else max(int(values.max()), 1))
+    norm = Normalize(vmin=0, vmax=1 if normalize else max(float(values.max()), 1))
     image = ax.imshow(values, cmap="Blues", norm=norm, interpolation="nearest")
-    ticks = np.linspace(0, 1, 5) if normalize else MaxNLocator(5, steps=[1, 2, 5, 10], integer=True).tick_values(0, norm.vmax)
+    if normalize:
+        ticks = np.linspace(0, 1, 5)
+    else:
+        ticks = MaxNLocator(5, steps=[1, 2, 5, 10], integer=True).tick_values(0, norm.vmax)
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=ticks[ticks <= norm.vmax],
                     label="fraction of true class" if normalize else "examples")
     labels_x, labels_y = [str(c) for c in confusion.columns], [str(c) for c in confusion.index]
