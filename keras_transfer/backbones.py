@@ -14,11 +14,16 @@ import dataclasses
 import difflib
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import keras
 import numpy as np
 import pandas as pd
 
+from keras_transfer import _inputs
 from keras_transfer.blocks import find_spec, get_blocks
 
 HUB_PREFIX = "hub:"
@@ -201,6 +206,34 @@ class Backbone:
         )
 
 
+class OfflineError(ConnectionError):
+    """A download that cannot happen (no network), and the argument that supplies a local copy instead.
+
+    `str(error)` names that argument as Python spells it (`weights='/path/to/file.h5'`);
+    `error.spelled(option)` lets a caller spell it its own way, as the
+    `keras-transfer` command does with its flags (`--weights /path/to/file.h5`).
+
+    Attributes:
+        argument: the argument's name (`"weights"`, `"data_dir"`).
+        value: an example value for it (`"/path/to/tfds"`).
+
+    Example:
+
+    >>> from keras_transfer.backbones import OfflineError
+    >>> error = OfflineError("No network. Pass ", "data_dir", "/path/to/tfds", ".")
+    >>> str(error), error.spelled(lambda argument, value: f"--data-dir {value}")
+    ("No network. Pass data_dir='/path/to/tfds'.", 'No network. Pass --data-dir /path/to/tfds.')
+    """
+
+    def __init__(self, before, argument, value, after):
+        self.before, self.argument, self.value, self.after = before, argument, value, after
+        super().__init__(self.spelled(lambda argument, value: f"{argument}={value!r}"))
+
+    def spelled(self, option):
+        """The message, with `option(argument, value)` where the argument is named."""
+        return f"{self.before}{option(self.argument, self.value)}{self.after}"
+
+
 def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
     """Builds a pretrained backbone without its top, with its preprocessing.
 
@@ -208,7 +241,8 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
         name: a registry name (see `list_backbones()`; Keras' spelling such as
             `"EfficientNetB0"` works too), or `"hub:<preset>"` for a keras-hub
             image preset name or a local preset directory.
-        weights: `"imagenet"` (downloaded once, cached in `~/.keras/models`),
+        weights: `"imagenet"` (downloaded once, cached in `~/.keras/models`;
+            offline, an `OfflineError` names the file to pass instead),
             None (random initialisation), or the path of a local weights file
             (`.h5` / `.weights.h5`) of the same architecture without its top.
             For a keras-hub preset, `"imagenet"` means the preset's weights.
@@ -250,7 +284,8 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
                             **dict(entry.kwargs))
     except Exception as e:
         if weights == "imagenet" and str(e).startswith("URL fetch failure"):
-            raise ConnectionError(_offline_message(key, entry, e)) from e
+            # Keras' words are in the message: a second traceback of them would add nothing.
+            raise _offline_weights_error(key, entry, e) from None
         if weights not in ("imagenet", None) and isinstance(e, ValueError):
             # Keras follows its first mismatch with every layer it could not load; the first says enough.
             reason = str(e).split("\n\nList of objects")[0].replace("\n\n", " ")
@@ -345,7 +380,7 @@ def load_hub_task(task, weights, num_classes, sequence_length=None):
             f"`sequence_length` must be None or a positive integer. Received: sequence_length={sequence_length!r}"
         )
     preset = os.fspath(weights)
-    model = _from_preset(cls, preset, dict(num_classes=num_classes))
+    model = _from_preset(cls, preset, dict(num_classes=num_classes), ("weights", "/path/to/preset"))
     if sequence_length is not None:
         preprocessor = getattr(model, "preprocessor", None)
         if preprocessor is None or not hasattr(preprocessor, "sequence_length"):
@@ -355,6 +390,55 @@ def load_hub_task(task, weights, num_classes, sequence_length=None):
             )
         preprocessor.sequence_length = sequence_length
     return model
+
+
+def check_image_size(backbone_or_model, dataset, name):
+    """Fails at once, naming the data, when its images do not fit a model's input size.
+
+    Keras finds the mismatch only at the first batch, and names a layer. Sides
+    that either side leaves free (None) are not compared, and data whose
+    image shape cannot be known without reading it (an iterator) passes.
+
+    Args:
+        backbone_or_model: a `Backbone`, or a `keras.Model` with one image input.
+        dataset: a `tf.data.Dataset` of `(images, labels)` batches, `(x, y)`
+            arrays, or `x` arrays.
+        name: the name the data goes by in the caller's arguments (`"train_ds"`).
+
+    Raises:
+        ValueError: the images' height or width differs from the model's.
+
+    Example:
+
+    >>> import numpy as np, keras_transfer as kt
+    >>> from keras_transfer.backbones import check_image_size
+    >>> backbone = kt.get_backbone("mobilenet_v2", weights=None)
+    >>> check_image_size(backbone, np.zeros((2, 96, 96, 3)), "x")
+    Traceback (most recent call last):
+    ...
+    ValueError: `x` images are 96x96 but the backbone expects 224x224: load the data with image_size=(224, 224) \
+or build the backbone with input_shape=(96, 96, 3). Received: x images of shape (2, 96, 96, 3)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be the name of the data argument. Received: name={name!r}")
+    if isinstance(backbone_or_model, Backbone):
+        model, which, what = backbone_or_model.model, "the backbone", "the backbone"
+    elif isinstance(backbone_or_model, keras.Model):
+        model, which, what = backbone_or_model, f"model {backbone_or_model.name!r}", "the model"
+    else:
+        raise TypeError("`backbone_or_model` must be a Backbone or a keras.Model. "
+                        f"Received: backbone_or_model={type(backbone_or_model).__name__}")
+    expected, found = _image_input_shape(model), _image_data_shape(dataset)
+    if expected is None or found is None:
+        return
+    if all(e is None or f is None or e == f for e, f in zip(expected[1:3], found[1:3])):
+        return
+    height, width = (e if e is not None else f for e, f in zip(expected[1:3], found[1:3]))
+    raise ValueError(
+        f"`{name}` images are {found[1]}x{found[2]} but {which} expects {height}x{width}: load the data with "
+        f"image_size=({height}, {width}) or build {what} with input_shape=({found[1]}, {found[2]}, {found[3]}). "
+        f"Received: {name} images of shape {found}"
+    )
 
 
 # --- internals ---------------------------------------------------------------
@@ -417,16 +501,48 @@ def _check_input_shape(input_shape, min_size, name):
     return tuple(input_shape)
 
 
-def _offline_message(key, entry, error):
+def _offline_weights_error(key, entry, error):
     match = re.match(r"URL fetch failure on (\S+):", str(error))
     file_name = match.group(1).rsplit("/", 1)[-1] if match else f"<{entry.constructor} no-top weights>.h5"
+    problem = _network_problem(match.group(1)) if match else None
+    reason = f"no network ({problem})" if problem else f"Keras said: {error}"
     cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")), "models")
-    return (
-        f"Could not download the ImageNet weights of {key!r}: the URL is unreachable (no network?). "
-        f"Keras said: {error}. Offline, pass a local copy of the no-top weights file: "
-        f"get_backbone({key!r}, weights='/path/to/{file_name}'); Keras caches downloads as "
-        f"{os.path.join(cache, file_name)}, so copying the file there also works."
+    return OfflineError(
+        f"Could not download the ImageNet weights of {key!r}: {reason}. Offline, pass a local copy of the "
+        "no-top weights file, ", "weights", f"/path/to/{file_name}",
+        f", or copy it to {os.path.join(cache, file_name)}, where Keras caches its downloads."
     )
+
+
+def _network_problem(url, timeout=3.0):
+    """None when `url`'s host (or the proxy set for it) accepts a connection within `timeout` seconds; else why not.
+
+    One attempt, no retries: downloaders retry for minutes before they give
+    up, so a missing network is found here first. The name lookup runs in a
+    thread, because a resolver that gets no answer waits longer than any
+    socket timeout.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts, what = urllib.parse.urlsplit(proxy), "the proxy "
+    else:
+        what = ""
+    host, port = parts.hostname, parts.port or {"https": 443}.get(parts.scheme, 80)
+    outcome = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(str(error))
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    error = outcome[0] if outcome else f"no answer within {timeout:g} s"
+    return None if error is None else f"could not reach {what}{host}:{port} ({error})"
 
 
 def _hub_backbone(name, weights, input_shape, pooling):
@@ -438,7 +554,7 @@ def _hub_backbone(name, weights, input_shape, pooling):
     kwargs = {"load_weights": weights is not None}
     if input_shape is not None:
         kwargs["image_shape"] = input_shape
-    backbone = _from_preset(keras_hub.models.Backbone, preset, kwargs)
+    backbone = _from_preset(keras_hub.models.Backbone, preset, kwargs, ("name", "hub:/path/to/preset"))
     converter = _hub_converter(keras_hub, preset)
     if converter is None:
         preprocess, input_size = Preprocessing("none"), None
@@ -475,7 +591,8 @@ def _hub_converter(keras_hub, preset):
         return None
 
 
-def _from_preset(cls, preset, kwargs):
+def _from_preset(cls, preset, kwargs, local_option):
+    """`cls.from_preset(preset, **kwargs)`; offline, the error names `local_option`, an (argument, example value)."""
     local = os.path.isdir(preset)
     if not local and (os.sep in preset or preset.startswith(".")) and "://" not in preset:
         raise FileNotFoundError(f"No keras-hub preset directory at {preset!r}. Received: preset={preset!r}")
@@ -494,10 +611,11 @@ def _from_preset(cls, preset, kwargs):
     except OSError as e:
         if local or isinstance(e, FileNotFoundError):
             raise
-        raise ConnectionError(
+        raise OfflineError(
             f"Could not download keras-hub preset {preset!r} (no network?): {e}. Offline, save the preset "
-            "once where there is a network (`task.save_to_preset('/path/dir')`) and pass that directory."
-        ) from e
+            "once where there is a network (`task.save_to_preset('/path/to/preset')`) and pass that directory: ",
+            *local_option, "."
+        ) from None
 
 
 def _hub_task_class(task, keras_hub):
@@ -523,6 +641,32 @@ def _hub_presets():
     except ImportError:
         return {}
     return keras_hub.models.ImageClassifier.presets
+
+
+def _image_input_shape(model):
+    """The model's input shape where it has one input of images (rank 4); else None."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+        return None
+    return tuple(inputs[0].shape)
+
+
+def _image_data_shape(dataset):
+    """The shape of a batch of images (None sides where they vary), where it is known without reading the data."""
+    spec = getattr(dataset, "element_spec", None)
+    if spec is not None:
+        images = spec[0] if isinstance(spec, (tuple, list)) else spec
+    elif _inputs.is_array_pair(dataset):
+        images = dataset[0]
+    else:
+        images = dataset
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _last_dim(x):

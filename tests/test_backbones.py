@@ -1,6 +1,8 @@
 """The backbone registry: names build the right models, preprocessing matches Keras, weights load, errors help."""
 
 import socket
+import threading
+import time
 import urllib.error
 
 import keras
@@ -169,20 +171,76 @@ def test_offline_imagenet_download_says_so_and_how_to_pass_a_file(monkeypatch, t
     from keras.src.backend import config
     from keras.src.utils import file_utils
 
+    from keras_transfer import backbones
+    from keras_transfer.backbones import OfflineError
+
     def no_network(url, *args, **kwargs):
         raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
     # An empty Keras cache, so the real get_file goes to the (unreachable) network.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(file_utils, "urlretrieve", no_network)
-    with pytest.raises(ConnectionError) as error:
+    checked = []
+    monkeypatch.setattr(backbones, "_network_problem", lambda url: checked.append(url) or "could not reach it")
+    with pytest.raises(OfflineError) as error:
         kt.get_backbone("mobilenet_v2", input_shape=(96, 96, 3))
-    message = str(error.value)
-    assert "Could not download the ImageNet weights of 'mobilenet_v2': the URL is unreachable" in message
-    assert "Temporary failure in name resolution" in message
     file_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
-    assert f"get_backbone('mobilenet_v2', weights='/path/to/{file_name}')" in message
-    assert f"models/{file_name}" in message
+    assert checked == [f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{file_name}"]
+    assert str(error.value) == (
+        "Could not download the ImageNet weights of 'mobilenet_v2': no network (could not reach it). Offline, "
+        f"pass a local copy of the no-top weights file, weights='/path/to/{file_name}', or copy it to "
+        f"{tmp_path}/models/{file_name}, where Keras caches its downloads."
+    )
+    # The command line names its own flag; Keras' error is in the message, not in a second traceback.
+    assert f"file, --weights /path/to/{file_name}, or" in error.value.spelled(lambda arg, value: f"--{arg} {value}")
+    assert isinstance(error.value, ConnectionError) and error.value.__suppress_context__
+    # Where the host answers, the failure is something else: Keras' words say what.
+    monkeypatch.setattr(backbones, "_network_problem", lambda url: None)
+    with pytest.raises(OfflineError, match=r"of 'mobilenet_v2': Keras said: URL fetch failure on https://\S+: "
+                                           r"None -- \[Errno -3\] Temporary failure in name resolution. Offline"):
+        kt.get_backbone("mobilenet_v2", input_shape=(96, 96, 3))
+
+
+def test_the_network_check_is_one_short_connection_attempt(monkeypatch):
+    from keras_transfer.backbones import _network_problem
+
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert _network_problem(f"http://127.0.0.1:{port}/file.h5") is None
+        # Behind a proxy, the proxy is what has to answer.
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        assert _network_problem("https://storage.googleapis.com/file.h5") is None
+    assert _network_problem("https://storage.googleapis.com/file.h5") == (
+        f"could not reach the proxy 127.0.0.1:{port} ([Errno 111] Connection refused)"
+    )
+    monkeypatch.delenv("HTTPS_PROXY")
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    assert _network_problem("https://storage.googleapis.com/file.h5") == (
+        "could not reach storage.googleapis.com:443 ([Errno -2] Name or service not known)"
+    )
+    # A resolver that never answers costs the timeout, not its own (often 10 s or more).
+    release = threading.Event()
+
+    def silent_resolver(*args, **kwargs):
+        release.wait(30)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_resolver)
+    start = time.perf_counter()
+    assert _network_problem("http://vision.stanford.edu/images.tar", timeout=0.2) == (
+        "could not reach vision.stanford.edu:80 (no answer within 0.2 s)"
+    )
+    assert time.perf_counter() - start < 1
+    release.set()
 
 
 def test_argument_errors(tmp_path):
@@ -291,8 +349,9 @@ def test_hub_errors(monkeypatch, tmp_path):
 
     monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", offline)
     with pytest.raises(ConnectionError, match=r"Could not download keras-hub preset 'resnet_50_imagenet' "
-                                              r"\(no network\?\).*save_to_preset"):
+                                              r"\(no network\?\).*save_to_preset") as error:
         kt.get_backbone("hub:resnet_50_imagenet")
+    assert str(error.value).endswith("and pass that directory: name='hub:/path/to/preset'.")
 
 
 def hub_weights_file(tmp_path):
@@ -349,5 +408,37 @@ def test_load_hub_task_errors(bert_preset, monkeypatch):
         raise requests.exceptions.ConnectionError("Max retries exceeded with url: api.kaggle.com")
 
     monkeypatch.setattr(keras_hub.models.BertTextClassifier, "from_preset", offline)
-    with pytest.raises(ConnectionError, match="Could not download keras-hub preset 'bert_tiny_en_uncased'"):
+    with pytest.raises(ConnectionError, match="Could not download keras-hub preset 'bert_tiny_en_uncased'") as error:
         load_hub_task("BertTextClassifier", "bert_tiny_en_uncased", num_classes=2)
+    assert str(error.value).endswith("and pass that directory: weights='/path/to/preset'.")
+
+
+def test_check_image_size_names_the_data_and_both_ways_to_fit():
+    import tensorflow as tf
+
+    from keras_transfer.backbones import check_image_size
+
+    backbone = kt.get_backbone("mobilenet_v2", weights=None)
+    small = tf.data.Dataset.from_tensor_slices((np.zeros((4, 96, 96, 3), "float32"), np.zeros(4, "int32"))).batch(2)
+    with pytest.raises(ValueError) as error:
+        check_image_size(backbone, small, "train_ds")
+    assert str(error.value) == (
+        "`train_ds` images are 96x96 but the backbone expects 224x224: load the data with image_size=(224, 224) "
+        "or build the backbone with input_shape=(96, 96, 3). Received: train_ds images of shape (None, 96, 96, 3)"
+    )
+    classifier = kt.build_classifier(backbone.model, num_classes=2, name="classifier")
+    with pytest.raises(ValueError, match=r"^`val_ds` images are 64x80 but model 'classifier' expects 224x224: load "
+                                         r"the data with image_size=\(224, 224\) or build the model with "
+                                         r"input_shape=\(64, 80, 3\). Received: val_ds images of shape "
+                                         r"\(8, 64, 80, 3\)$"):
+        check_image_size(classifier, (np.zeros((8, 64, 80, 3)), np.zeros(8)), "val_ds")
+    # What fits, flexible sides and data whose shape is unknown without reading it all pass.
+    assert check_image_size(backbone, np.zeros((2, 224, 224, 3)), "x") is None
+    flexible = kt.get_backbone("mobilenet_v2", weights=None, input_shape=(None, None, 3))
+    assert check_image_size(flexible, small, "train_ds") is None
+    assert check_image_size(backbone, iter([]), "batches") is None
+    with pytest.raises(TypeError, match=r"`backbone_or_model` must be a Backbone or a keras.Model. "
+                                        r"Received: backbone_or_model=str"):
+        check_image_size("mobilenet_v2", small, "train_ds")
+    with pytest.raises(ValueError, match=r"`name` must be the name of the data argument. Received: name=3"):
+        check_image_size(backbone, small, 3)
