@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from keras_transfer import data
+from keras_transfer import backbones, data
 
 
 def _epoch(ds):
@@ -207,9 +207,41 @@ def test_empty_class_folder_and_no_usable_images_name_the_path(folder, tmp_path_
         data.from_directory("/no/such")
 
 
+def test_a_dataset_root_is_named_with_the_folders_to_pass(folder, tmp_path_factory):
+    """A dataset root said "The class folder '.../train' holds no image files"."""
+    root = tmp_path_factory.mktemp("dataset")
+    shutil.copytree(folder, root / "train")
+    shutil.copytree(folder, root / "val")
+    (root / "notes").mkdir()
+    with pytest.raises(ValueError) as error:
+        data.from_directory(root)
+    assert str(error.value) == (
+        f"`path` must hold one folder of images per class, but '{root}' looks like a dataset root: its "
+        f"subfolders train, val hold class folders. Pass path='{root}/train' (and '{root}/val' for "
+        f"validation). Received: path='{root}'"
+    )
+
+
+def test_a_single_class_folder_warns_that_classification_needs_two(folder):
+    """One class loaded without a word; training failed later on num_classes=1, saying nothing of the data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.from_directory(folder, image_size=(8, 8))
+    shutil.rmtree(folder / "bees")
+    with pytest.warns(UserWarning) as warned:
+        ds = data.from_directory(folder, image_size=(8, 8))
+    assert [str(w.message) for w in warned] == [
+        f"'{folder}' holds one class folder, 'ants', so every label is 0. Classification needs at least 2 "
+        "classes, one folder each: pass the folder that holds all of them. One class suits only label-free uses, "
+        "such as the source images of kt.domain_shift."
+    ]
+    assert ds.class_names == ["ants"]
+
+
 # --- decoding and resizing -----------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:.*holds one class folder:UserWarning")  # one class is enough to test decoding
 def test_reduced_scale_decode_matches_full_decode(tmp_path):
     (tmp_path / "c").mkdir()
     # A smooth gradient, 960x720: 1/8-scale decoding still leaves more than 64x64 pixels.
@@ -227,6 +259,7 @@ def _with_comment(jpeg, size):
     return jpeg[:2] + b"\xff\xfe" + (size + 2).to_bytes(2, "big") + b"x" * size + jpeg[2:]
 
 
+@pytest.mark.filterwarnings("ignore:.*holds one class folder:UserWarning")  # one class is enough to test decoding
 def test_jpeg_sizes_from_the_header_choose_the_decode_scale_up_front(tmp_path):
     (tmp_path / "c").mkdir()
     y, x = np.mgrid[0:720, 0:960]
@@ -250,6 +283,7 @@ def test_jpeg_sizes_from_the_header_choose_the_decode_scale_up_front(tmp_path):
                                                                     fast_decode=False))[0])
 
 
+@pytest.mark.filterwarnings("ignore:.*holds one class folder:UserWarning")  # one class is enough to test decoding
 def test_crop_and_pad_keep_the_aspect_ratio(tmp_path):
     (tmp_path / "c").mkdir()
     image = np.zeros((10, 30, 3), np.uint8)
@@ -373,11 +407,32 @@ def test_tfds_image_datasets(name, classes):
     assert labels.dtype == np.int32 and 0 <= labels.min() and labels.max() < classes
 
 
-def test_tfds_offline_failure_says_how_to_pass_data_dir(monkeypatch, tmp_path):
-    def offline(self, *args, **kwargs):
-        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+def test_tfds_offline_fails_at_once_without_trying_to_download(monkeypatch, tmp_path):
+    """Offline, TFDS retried the download for 3.5 minutes before failing."""
+    calls = []
+    monkeypatch.setattr(backbones, "_network_problem", lambda url=None: calls.append("check") or "no answer")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: calls.append("download"))
+    with pytest.raises(backbones.OfflineError) as error:
+        data.from_tfds("tf_flowers", "train", data_dir=str(tmp_path))
+    assert calls == ["check"]
+    assert str(error.value) == (
+        f"The TFDS dataset 'tf_flowers' is not in {tmp_path} and cannot be downloaded: no network (no answer). "
+        "Prepare it where there is network access (`tfds build tf_flowers --data_dir /path/to/tfds`), copy that "
+        "folder here and pass data_dir='/path/to/tfds'."
+    )
+    assert error.value.spelled(lambda arg, value: f"--{arg.replace('_', '-')} {value}").endswith(
+        "copy that folder here and pass --data-dir /path/to/tfds.")
+    # Prepared data (here TFDS' mock) needs no network, so it still reads offline.
+    with tfds.testing.mock_data(num_examples=3):
+        assert len(data.from_tfds("tf_flowers", "train", image_size=(8, 8)).class_names) == 5
 
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+
+def test_tfds_download_failure_online_says_how_to_pass_data_dir(monkeypatch, tmp_path):
+    def failing(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'vision.stanford.edu'")
+
+    monkeypatch.setattr(backbones, "_network_problem", lambda url=None: None)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", failing)
     with pytest.raises(RuntimeError, match=r"'tf_flowers' could not be downloaded.*pass `data_dir=DIR`"):
         data.from_tfds("tf_flowers", "train", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"`label_key` must name a ClassLabel feature of 'tf_flowers'"):

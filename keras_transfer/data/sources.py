@@ -9,11 +9,12 @@ attribute plus `skipped` (how many files could not be used), `report` (a
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from keras_transfer import _checks
+from keras_transfer import _checks, backbones
 from keras_transfer.data._tensorflow import tf
 from keras_transfer.data.checks import CHECKS, inspect_files
 from keras_transfer.data.decoding import _decode_codes, _decoder
@@ -22,6 +23,9 @@ from keras_transfer.data.pipeline import _empty_report, _finish
 logger = logging.getLogger("keras_transfer")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Reaching the host of TFDS' own bucket tells a network from none; a dataset's
+# own server may still be down, which TFDS retries and then reports.
+_TFDS_HOST = "https://storage.googleapis.com"
 # Decoded, resized images held in a shuffle buffer cost h * w * 3 bytes each.
 _DECODED_SHUFFLE_BUFFER = 1024
 _TFDS_SHUFFLE_BUFFER = 1024
@@ -83,7 +87,8 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
 
     Args:
         path: a folder holding one subfolder per class (local or `gs://`).
-            Classes are the subfolder names, sorted.
+            Classes are the subfolder names, sorted. A single class folder
+            loads with a warning (its labels are all 0).
         image_size: `(height, width)` of the output images, or one int for
             square images.
         batch_size: examples per batch.
@@ -149,15 +154,21 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
         files = sorted(os.path.join(folder, f) for f in tf.io.gfile.listdir(folder)
                        if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
-            raise ValueError(f"The class folder '{folder}' holds no image files "
+            raise ValueError(_dataset_root_message(path, class_names)
+                             or f"The class folder '{folder}' holds no image files "
                              f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
         paths += files
         labels += [index] * len(files)
-    return _from_files(paths, labels, class_names, str(path), image_size=image_size, batch_size=batch_size,
-                       validation_split=validation_split, preprocess=preprocess, augment=augment,
-                       shuffle=shuffle, seed=seed, cache=cache, crop_to_aspect_ratio=crop_to_aspect_ratio,
-                       pad_to_aspect_ratio=pad_to_aspect_ratio, fast_decode=fast_decode,
-                       drop_remainder=drop_remainder, check=check)
+    loaded = _from_files(paths, labels, class_names, str(path), image_size=image_size, batch_size=batch_size,
+                         validation_split=validation_split, preprocess=preprocess, augment=augment,
+                         shuffle=shuffle, seed=seed, cache=cache, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                         pad_to_aspect_ratio=pad_to_aspect_ratio, fast_decode=fast_decode,
+                         drop_remainder=drop_remainder, check=check)
+    if len(class_names) == 1:
+        warnings.warn(f"'{path}' holds one class folder, '{class_names[0]}', so every label is 0. Classification "
+                      "needs at least 2 classes, one folder each: pass the folder that holds all of them. One class "
+                      "suits only label-free uses, such as the source images of kt.domain_shift.", stacklevel=2)
+    return loaded
 
 
 def from_dataframe(df, path_col, label_col, image_size=(224, 224), batch_size=32, validation_split=None,
@@ -254,6 +265,8 @@ def from_tfds(name, split, image_size=(224, 224), batch_size=32, preprocess=None
             `Image` / `ClassLabel` feature).
         shuffle_buffer: size of the buffer of encoded examples shuffled.
         download: download and prepare the data when it is not in `data_dir`.
+            Without a network no download is tried: data missing from
+            `data_dir` fails at once with a `backbones.OfflineError`.
 
     Returns:
         A `tf.data.Dataset` of `(float32 images, int32 labels)` batches with
@@ -293,7 +306,8 @@ def text_from_tfds(name, split, batch_size=32, shuffle=False, seed=None, data_di
         text_key, label_key: the features to use; found from the builder's
             features by default (the first `Text` / `ClassLabel` feature).
         shuffle_buffer: size of the shuffle buffer.
-        download: download and prepare the data when it is not in `data_dir`.
+        download: download and prepare the data when it is not in `data_dir`
+            (offline, as in `from_tfds`).
 
     Returns:
         A `tf.data.Dataset` of `(string texts, int32 labels)` batches with
@@ -385,14 +399,24 @@ def _tfds_examples(name, split, kind, key, label_key, *, data_dir, download, max
 
     _checks.positive_int("max_examples", max_examples, optional=True)
     _checks.positive_int("shuffle_buffer", shuffle_buffer)
-    builder = _tfds_builder(name, data_dir, download)
+    builder, offline = _tfds_builder(name, data_dir, download)
     features = builder.info.features
     feature = {"image": tfds.features.Image, "text": tfds.features.Text}[kind]
     key = _feature_key(features, key, feature, kind, f"{kind}_key", name)
     label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
     skip = {"decoders": {key: tfds.decode.SkipDecoding()}} if kind == "image" else {}
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders=tfds.decode.PartialDecoding({key: True, label_key: True}, **skip))
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False,
+                                decoders=tfds.decode.PartialDecoding({key: True, label_key: True}, **skip))
+    except AssertionError:
+        # TFDS asserts that the data is there; offline, no download was tried, so that is why.
+        if offline is None:
+            raise
+        raise backbones.OfflineError(
+            f"The TFDS dataset '{name}' is not in {builder.data_dir_root} and cannot be downloaded: no network "
+            f"({offline}). Prepare it where there is network access (`tfds build {name} --data_dir "
+            "/path/to/tfds`), copy that folder here and pass ", "data_dir", "/path/to/tfds", "."
+        ) from None
     if max_examples is not None:
         ds = ds.take(max_examples)
     elements = ds.map(lambda ex: (ex[key], tf.cast(ex[label_key], tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
@@ -404,6 +428,11 @@ def _tfds_examples(name, split, kind, key, label_key, *, data_dir, download, max
 
 
 def _tfds_builder(name, data_dir, download):
+    """The builder, its data downloaded and prepared where needed; and why the network is out, where it is.
+
+    Offline, no download is tried (TFDS would retry it for minutes); data
+    already in `data_dir` still reads.
+    """
     import tensorflow_datasets as tfds
 
     if not isinstance(name, str) or not name:
@@ -412,7 +441,10 @@ def _tfds_builder(name, data_dir, download):
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise ValueError(f"Unknown TFDS dataset. Received: name={name!r}. See tfds.list_builders().") from error
-    if download:
+    offline = None
+    if download and not builder.data_path.exists():
+        offline = backbones._network_problem(_TFDS_HOST)
+    if download and offline is None:
         try:
             builder.download_and_prepare()
         except Exception as error:
@@ -423,7 +455,7 @@ def _tfds_builder(name, data_dir, download):
                 "data_dir=DIR).download_and_prepare()`), copy DIR here or to a GCS bucket, and pass "
                 "`data_dir=DIR`."
             ) from error
-    return builder
+    return builder, offline
 
 
 def _feature_key(features, key, kind, preferred, arg, name):
@@ -437,6 +469,29 @@ def _feature_key(features, key, kind, preferred, arg, name):
         raise ValueError(f"The TFDS dataset '{name}' has no {kind.__name__} feature; its features are "
                          f"{list(features.keys())}.")
     return preferred if preferred in candidates else candidates[0]
+
+
+def _dataset_root_message(path, subfolders):
+    """What to pass instead where the subfolders of `path` hold class folders (train/, val/): else None."""
+    splits = [name for name in subfolders if _holds_class_folders(os.path.join(path, name))]
+    if not splits:
+        return None
+    first = "train" if "train" in splits else splits[0]
+    others = [name for name in splits if name != first]
+    use = f"Pass path='{os.path.join(path, first)}'"
+    if others:
+        listed = " or ".join(f"'{os.path.join(path, name)}'" for name in others)
+        use += f" (and {listed} for validation)" if first == "train" else f", or {listed}"
+    return (f"`path` must hold one folder of images per class, but '{path}' looks like a dataset root: its "
+            f"subfolders {', '.join(splits)} hold class folders. {use}. Received: path='{path}'")
+
+
+def _holds_class_folders(folder):
+    for name in tf.io.gfile.listdir(folder):
+        sub = os.path.join(folder, name.rstrip("/"))
+        if tf.io.gfile.isdir(sub) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in tf.io.gfile.listdir(sub)):
+            return True
+    return False
 
 
 def _check_path(path):
