@@ -6,7 +6,13 @@ accepts the same inputs and fails with the same words: a tuple `(x, y)` of
 arrays, bare `x` arrays where labels are not needed, a `tf.data.Dataset`
 (read as NumPy, so every backend can take it), or any iterable of `(x, y)`
 batches.
+
+Where a tool caps its examples (`max_examples`), `sample` picks them so that
+they stand for the whole data, the same ones on every call: a folder read
+class by class must not lend the first classes only.
 """
+
+import warnings
 
 import keras
 import numpy as np
@@ -32,13 +38,20 @@ def length(arrays, name):
     return len(leaves[0])
 
 
+def _pair_length(data, name):
+    """The number of examples of an `(x, y)` pair, which must hold as many x as y."""
+    x, y = data
+    n = length(y, name)
+    if length(x, name) != n:
+        raise ValueError(f"`{name}` must be (x, y) with as many x as y. Received: {length(x, name)} x, {n} y")
+    return n
+
+
 def batches(data, name, batch_size, labels=True):
     """Yields `(x, y)` batches of `data`; `y` is None for label-free data when `labels` is False."""
     if is_array_pair(data):
         x, y = data
-        n = length(y, name)
-        if length(x, name) != n:
-            raise ValueError(f"`{name}` must be (x, y) with as many x as y. Received: {length(x, name)} x, {n} y")
+        n = _pair_length(data, name)
         for start in range(0, n, batch_size):
             yield keras.tree.map_structure(lambda a: a[start:start + batch_size], x), y[start:start + batch_size]
         return
@@ -75,18 +88,111 @@ def num_batches(data, batch_size):
     return steps if steps >= 0 else None
 
 
+def sample(data, name, max_examples, *, seed=0):
+    """At most `max_examples` examples of `data` that stand for all of it, the same ones on every call.
+
+    - `(x, y)` arrays: a class-stratified sample (`stratified_indices`).
+    - `x` arrays without labels: a random sample drawn with `seed`.
+    - a dataset from a `kt.data` loader (it carries `pipeline`): its labels
+      are read in one pass that decodes the images and runs no model, then
+      the same class-stratified sample is taken from its twin in file order
+      without augmentation (`pipeline.unshuffled`), batched alike.
+    - any other dataset or iterable: `data` itself. Its order is its own and
+      may change from pass to pass, so no sample can be drawn without
+      running everything through the model; `run_model` reads its first
+      `max_examples` and warns when their labels come sorted.
+
+    The examples chosen keep their order in `data`. Returns `data` itself
+    when `max_examples` is None or `data` holds no more examples.
+    """
+    if max_examples is None:
+        return data
+    if is_array_pair(data):
+        x, y = data
+        if _pair_length(data, name) <= max_examples:
+            return data
+        keep = stratified_indices(class_ids(y, name), max_examples, seed)
+        return keras.tree.map_structure(lambda a: np.asarray(a)[keep], x), np.asarray(y)[keep]
+    if isinstance(data, np.ndarray):
+        if len(data) <= max_examples:
+            return data
+        return data[np.sort(np.random.default_rng(seed).choice(len(data), max_examples, replace=False))]
+    pipeline = getattr(data, "pipeline", None)
+    if pipeline is not None and is_batch_iterable(data):
+        return _loader_sample(data, pipeline, name, max_examples, seed)
+    return data
+
+
+def _loader_sample(data, pipeline, name, max_examples, seed):
+    """`sample` of a `kt.data` loader's dataset, from the unshuffled, un-augmented twin its `pipeline` holds."""
+    from keras_transfer.data._tensorflow import tf
+
+    steps = num_batches(data, pipeline.batch_size)
+    if steps is not None and steps * pipeline.batch_size <= max_examples:
+        return data
+    labels = class_ids(np.concatenate(list(pipeline.unshuffled.map(lambda *e: e[1]).as_numpy_iterator())), name)
+    if len(labels) <= max_examples:
+        return data
+    keep = np.zeros(len(labels), bool)
+    keep[stratified_indices(labels, max_examples, seed)] = True
+    keep = tf.constant(keep)
+    chosen = pipeline.unshuffled.unbatch().enumerate().filter(lambda i, e: tf.gather(keep, i)).map(lambda i, e: e)
+    # The filter hides the length; stating it gives the progress bar its total.
+    length_known = tf.data.experimental.assert_cardinality(-(-max_examples // pipeline.batch_size))
+    return chosen.batch(pipeline.batch_size).apply(length_known).prefetch(tf.data.AUTOTUNE)
+
+
+def stratified_indices(labels, max_examples, seed=0):
+    """Indices of a class-stratified sample of `max_examples` of `labels` (class ids), in increasing order.
+
+    Each class gets its share of `max_examples` (largest remainders), and
+    at least one example while there are enough for one per class (taken
+    from the class given most above its share); within a class, examples
+    are drawn at random with `seed`. All indices when `max_examples` covers
+    every label.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer._inputs import stratified_indices
+    >>> labels = np.repeat([0, 1, 2], [60, 36, 4])
+    >>> np.bincount(labels[stratified_indices(labels, 10)]).tolist()
+    [6, 3, 1]
+    """
+    labels = np.asarray(labels)
+    if max_examples >= len(labels):
+        return np.arange(len(labels))
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    share = max_examples * counts / len(labels)
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(quota - share, kind="stable")[: max_examples - quota.sum()]] += 1
+    for k in np.flatnonzero(quota == 0):
+        if quota.max() < 2:
+            break
+        donor = int(np.argmax(np.where(quota >= 2, quota - share, -np.inf)))
+        quota[donor] -= 1
+        quota[k] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(inverse == k), q, replace=False) for k, q in enumerate(quota)]
+    return np.sort(np.concatenate(chosen))
+
+
 def run_model(model, data, name, *, batch_size=32, max_examples=None, verbose=0, labels=True):
     """Runs `model` over `data` once.
 
     Returns:
         `(outputs, y)`: a list with one array per model output, and the labels
         as given (concatenated), or None when the data has none. At most
-        `max_examples` rows of each.
+        `max_examples` rows of each: the first ones (`sample` chooses
+        representative ones beforehand), with a warning when data was left
+        unread and the labels read come sorted, as the start of data sorted
+        by class does.
     """
     steps = num_batches(data, batch_size)
     progbar = keras.utils.Progbar(steps, unit_name="batch") if verbose else None
     outputs, ys, seen = [], [], 0
-    for step, (x, y) in enumerate(batches(data, name, batch_size, labels), start=1):
+    read = batches(data, name, batch_size, labels)
+    for step, (x, y) in enumerate(read, start=1):
         output = model.predict_on_batch(x)
         output = list(output) if isinstance(output, (list, tuple)) else [output]
         outputs.append([np.asarray(keras.ops.convert_to_numpy(o)) for o in output])
@@ -101,7 +207,26 @@ def run_model(model, data, name, *, batch_size=32, max_examples=None, verbose=0,
         raise ValueError(f"`{name}` is empty.")
     merged = [np.concatenate([o[i] for o in outputs])[:max_examples] for i in range(len(outputs[0]))]
     y = np.concatenate(ys)[:max_examples] if ys else None
+    if y is not None and max_examples is not None and (seen > max_examples or next(read, None) is not None):
+        _warn_if_sorted(y, name, max_examples)
     return merged, y
+
+
+def _warn_if_sorted(y, name, max_examples):
+    """Warns that the first `max_examples` of data that goes on look like the start of data sorted by class."""
+    try:
+        ids = class_ids(y, name)
+    except ValueError:  # labels that are not class ids say nothing about classes
+        return
+    if len(ids) > 1 and np.all(np.diff(ids) >= 0):
+        warnings.warn(
+            f"`{name}`: its first {max_examples} examples (max_examples={max_examples}) come sorted by label "
+            f"(classes {np.unique(ids).tolist()}), as the start of data sorted by class does, and may stand for "
+            "its first classes only. Shuffle it once with a fixed seed (e.g. `ds.unbatch().shuffle(n, seed=0, "
+            "reshuffle_each_iteration=False).batch(32)`), or pass (x, y) arrays or a `kt.data` loader's "
+            "dataset, which are sampled class by class.",
+            UserWarning, stacklevel=4,
+        )
 
 
 def read_examples(data, name, max_examples=None):

@@ -104,7 +104,7 @@ def recipe_parser(config, prog=None):
         default = getattr(config, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, help=f"default: {default}",
                             **_option_kind(hints[field.name]))
-    parser.add_argument("--epochs", type=_converter(int), help="shorthand for --fine-tune-epochs")
+    parser.add_argument("--epochs", type=_converter(int), metavar="int", help="shorthand for --fine-tune-epochs")
     if "top_blocks" in hints:
         parser.add_argument("--unfreeze-top-blocks", dest="unfreeze_top_blocks", help=argparse.SUPPRESS,
                             **_option_kind(hints["top_blocks"]))
@@ -206,15 +206,23 @@ def _diagnose(args):
         train, val = data.from_directory(train_dir, validation_split=0.2, seed=0, **load)
     else:
         train, val = data.from_directory(train_dir, **load), data.from_directory(val_dir, **load)
-    print(f"Diagnosing {backbone.name} ({args.weights}) on {args.data} at {image_size[0]}x{image_size[1]}")
+    weights = "random weights" if args.weights is None else args.weights
+    print(f"Diagnosing {backbone.name} ({weights}) on {args.data} at {image_size[0]}x{image_size[1]}")
     start = time.perf_counter()
     table = diagnostics.probe_blocks(backbone, train, val, max_examples=args.max_examples, verbose=1)
     print(f"\nLinear probe per block ({time.perf_counter() - start:.0f} s)")
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         print(table.to_string(index=False))
+    counts = zip(train.class_names, table.attrs["train_class_counts"], table.attrs["val_class_counts"])
+    print("Examples per class (train/val): " + ", ".join(f"{name} {t}/{v}" for name, t, v in counts))
     suggestion = diagnostics.suggest_unfreeze(table, tolerance=args.tolerance)
-    print(f"\nSuggestion: unfreeze top_blocks={suggestion.top_blocks}"
-          + (f" (from {suggestion.from_block})" if suggestion.from_block else ""))
+    if suggestion.depth_class == "unknown":
+        print("\nSuggestion: none: the probe is at chance, so it shows no depth to unfreeze; check the data, or "
+              "let fine_tune choose by trial (strategy='auto')")
+    else:
+        print(f"\nSuggestion: unfreeze top_blocks={suggestion.top_blocks}"
+              + (f" (from {suggestion.from_block})" if suggestion.from_block else "")
+              + f", depth class {suggestion.depth_class!r}, strategy={suggestion.strategy!r}")
     print(suggestion.reason)
     if source_dir is not None:
         source = data.from_directory(source_dir, **load)
@@ -280,13 +288,16 @@ def build_parser():
     )
     diagnose.add_argument("--backbone", required=True, help="a backbone name (mobilenet_v2, efficientnet_b0, ...)")
     diagnose.add_argument("--weights", default="imagenet",
-                          help="'imagenet' (download) or a local no-top weights file (default: imagenet)")
+                          type=lambda text: None if text.lower() == "none" else text,
+                          help="'imagenet' (download), a local no-top weights file, or 'none' (random weights: "
+                          "checks the command and the data, measures nothing) (default: imagenet)")
     diagnose.add_argument("--data", required=True, help="target images: train/ and val/ class folders")
     diagnose.add_argument("--source-data", help="source-domain images (class folders) for the domain-shift table")
     diagnose.add_argument("--image-size", type=int, help="square input side (default: the backbone's own)")
     diagnose.add_argument("--batch-size", type=int, default=32, help="default: 32")
     diagnose.add_argument("--max-examples", type=int, default=500,
-                          help="examples used from each dataset (default: 500)")
+                          help="examples used from each dataset: a class-stratified sample, the same on every run "
+                          "(default: 500)")
     diagnose.add_argument("--tolerance", type=float, default=0.02,
                           help="probe accuracy differences treated as equal (default: 0.02)")
     diagnose.add_argument("--plot", help="write the domain-shift plot (PNG) here")
@@ -297,11 +308,24 @@ def build_parser():
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args, extra = build_parser().parse_known_args(argv)
-    if getattr(args, "takes_extra", False):
-        return args.func(args, extra)
-    if extra:
+    takes_extra = getattr(args, "takes_extra", False)
+    if extra and not takes_extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.func(args)
+    try:
+        return args.func(args, extra) if takes_extra else args.func(args)
+    except ConnectionError as error:
+        from keras_transfer.backbones import OfflineError
+
+        if not isinstance(error, OfflineError):
+            raise
+        # No network is no fault of the program: one line in the command's words, without a traceback.
+        raise SystemExit(f"keras-transfer: error: {error.spelled(_flag)}") from None
+
+
+def _flag(argument, value):
+    """How the command line spells a Python argument and its value: `--data-dir /path`."""
+    flag = {"name": "--backbone"}.get(argument, f"--{argument.replace('_', '-')}")
+    return f"{flag} {value}"
 
 
 if __name__ == "__main__":

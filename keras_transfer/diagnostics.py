@@ -26,10 +26,19 @@ Data is model-ready: `(x, y)` numpy arrays, or a `tf.data.Dataset` (or any
 iterable) of `(x, y)` batches, already preprocessed for the backbone (as
 `kt.data.from_directory(..., preprocess=backbone.preprocess)` gives). Labels
 are integer class ids (one-hot labels are accepted and argmax-ed).
+
+`max_examples` caps the examples read, with a sample that stands for the whole
+data and is the same on every run: a class-stratified one (seed 0, or
+`domain_shift`'s `seed`) of `(x, y)` arrays and of datasets from the
+`kt.data` loaders (read from their unshuffled, un-augmented twin after one
+pass over their labels), a random one of `x` arrays without labels, and the
+first examples of any other dataset, with a warning when their labels come
+sorted (a folder read class by class).
 """
 
 import dataclasses
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -69,7 +78,13 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
         blocks: block names to probe, in any order; default every backbone
             block.
         batch_size: batch size of the feature pass for array inputs.
-        max_examples: use at most this many examples of each dataset.
+        max_examples: use at most this many examples of each dataset: a
+            class-stratified sample with a fixed seed (every class keeps its
+            share, and at least one example) of `(x, y)` arrays and of a
+            `kt.data` loader's dataset (read without shuffling and
+            augmentation, after one pass over its labels); the first ones of
+            any other dataset, with a warning when their labels come sorted
+            by class (shuffle such data once, with a fixed seed).
         verbose: 0 silent, 1 a progress bar per feature pass.
 
     Returns:
@@ -78,7 +93,9 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
         `blocks_above` (backbone blocks after it), `feature_dim`, `params`
         (the block's parameters), `train_accuracy` and `probe_accuracy`
         (validation accuracy of the probe). `table.attrs["backbone_blocks"]`
-        lists every backbone block.
+        lists every backbone block; `table.attrs["train_class_counts"]` and
+        `["val_class_counts"]` the examples of each class id the probe
+        read (the second sets the chance level `suggest_unfreeze` checks).
 
     Example:
 
@@ -96,17 +113,29 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
     """
     model, chosen, names = _resolve_blocks(backbone, blocks)
     _checks.positive_int("batch_size", batch_size)
-    if max_examples is not None:
-        _checks.positive_int("max_examples", max_examples)
-    train_features, train_y = _block_features(model, chosen, train_ds, "train_ds", batch_size, max_examples, verbose)
-    val_features, val_y = _block_features(model, chosen, val_ds, "val_ds", batch_size, max_examples, verbose)
+    _checks.positive_int("max_examples", max_examples, optional=True)
+    train_ds = inputs.sample(train_ds, "train_ds", max_examples)
+    val_ds = inputs.sample(val_ds, "val_ds", max_examples)
+    # One feature model for both passes: Keras traces its predict function once, not once per dataset.
+    extractor = _feature_model(model, chosen)
+    train_features, train_y = _pooled(extractor, train_ds, "train_ds", batch_size, max_examples, verbose)
+    val_features, val_y = _pooled(extractor, val_ds, "val_ds", batch_size, max_examples, verbose)
     classes = np.unique(train_y)
     if len(classes) < 2:
         raise ValueError(
             "`train_ds` must hold at least 2 classes for a probe to separate. "
             f"Received labels: {classes.tolist()}"
+            + ("" if max_examples is None else f" in the {len(train_y)} examples read (max_examples={max_examples})")
         )
     num_classes = int(max(train_y.max(), val_y.max())) + 1
+    train_counts = np.bincount(train_y, minlength=num_classes).tolist()
+    unseen = sorted(set(np.unique(val_y).tolist()) - set(classes.tolist()))
+    if unseen:
+        warnings.warn(
+            f"`val_ds` holds classes {unseen} that the training sample lacks (examples per class: {train_counts}); "
+            "the probe cannot predict them, so its accuracy says little about the features.",
+            UserWarning, stacklevel=2,
+        )
     rows = []
     for block, depth, train_x, val_x in zip(chosen, _depths(chosen, names), train_features, val_features):
         train_acc, val_acc = _ridge_probe(train_x, train_y, val_x, val_y, num_classes)
@@ -121,11 +150,23 @@ def probe_blocks(backbone, train_ds, val_ds, blocks=None, *, batch_size=32, max_
         })
     table = pd.DataFrame(rows).sort_values("depth", ignore_index=True)
     table.attrs["backbone_blocks"] = names
+    table.attrs["train_class_counts"] = train_counts
+    table.attrs["val_class_counts"] = np.bincount(val_y, minlength=num_classes).tolist()
     return table
 
 
-# How far to unfreeze, in three classes; `Suggestion.depth_class` is one of them.
+# How far to unfreeze, in three classes, from none to most. `Suggestion.depth_class`
+# is one of them, or "unknown" when the probe is at chance (not a depth, so not
+# in this ordered list).
 DEPTH_CLASSES = ("none", "few", "most")
+
+# The probe's best validation accuracy counts as above chance (the largest
+# class's share of the validation labels) when a one-sided exact binomial test
+# rejects "no better than chance" at this level, divided by the number of
+# probed blocks: the best of B blocks is the best of B tries (Bonferroni).
+# With 100 validation examples, half of them one class, and 5 blocks, that
+# takes 65 right.
+CHANCE_ALPHA = 0.01
 
 # Thresholds on the median, over the backbone's blocks, of `bn_shift`'s block
 # shift (Gaussian KL per channel). Calibrated on ImageNet MobileNetV2
@@ -156,18 +197,21 @@ class Suggestion:
         top_blocks: backbone blocks to unfreeze from the top (0: keep the
             backbone frozen, train the head only); pass it straight to
             `kt.unfreeze(model, top_blocks=...)` or `fine_tune(...,
-            top_blocks=...)`.
+            top_blocks=...)`. None when `depth_class` is `"unknown"`.
         from_block: the lowest block to unfreeze (None when `top_blocks` is
-            0 or the block names are unknown); the same choice for
+            0 or None, or the block names are unknown); the same choice for
             `kt.unfreeze(model, from_block=...)`.
         peak_block: the highest block whose probe accuracy is within
             `tolerance` of the best.
         reason: the advice and its evidence, in words.
         table: the probe table it was read from.
         depth_class: `"none"` (feature extraction), `"few"` (a few top
-            blocks) or `"most"` (most or all blocks).
+            blocks) or `"most"` (most or all blocks), one of
+            `DEPTH_CLASSES`; or `"unknown"` when the probe's best accuracy
+            is not clearly above chance, so no depth can be read from it.
         strategy: the matching `fine_tune` strategy: `"feature_extraction"`,
-            `"fine_tune"` (the top `top_blocks`) or `"full"` (every block).
+            `"fine_tune"` (the top `top_blocks`) or `"full"` (every block);
+            `"auto"` (candidate depths chosen by trial) with `"unknown"`.
         shift: the `bn_shift` table it read (None when the shift was not
             measured).
         shift_level: the median block shift of `shift` (None without it).
@@ -217,6 +261,17 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     alone (or a backbone without BatchNorm), the class comes from the probe
     curve alone.
 
+    A probe at chance shows nothing: when its best validation accuracy is
+    not clearly above the largest class's share of the validation labels
+    (a one-sided exact binomial test at `CHANCE_ALPHA`, divided by the
+    number of probed blocks), no depth is advised. `depth_class` is then
+    `"unknown"`, `top_blocks` None and `strategy` `"auto"` (let
+    `fine_tune` try candidate depths); a measured BatchNorm shift is
+    reported but sets no depth alone, since it says how far the statistics
+    moved, not whether the features carry the labels. The check needs the
+    validation class counts `probe_blocks` stores in
+    `table.attrs["val_class_counts"]`; a table without them is not checked.
+
     Args:
         probe_table_or_backbone: a table from `probe_blocks`, or a backbone
             to probe (then pass `train_ds` and `val_ds`).
@@ -251,6 +306,11 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     >>> s = kt.suggest_unfreeze(rising, shift_table=far)
     >>> s.depth_class, s.top_blocks, s.from_block, s.strategy
     ('most', 4, 'stem', 'full')
+    >>> flat = table.assign(probe_accuracy=[0.5, 0.52, 0.55, 0.54])
+    >>> flat.attrs["val_class_counts"] = [50, 50]  # as probe_blocks records them
+    >>> s = kt.suggest_unfreeze(flat)
+    >>> s.depth_class, s.top_blocks, s.fine_tune_kwargs
+    ('unknown', None, {'strategy': 'auto', 'top_blocks': None})
     """
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
         raise ValueError(f"`tolerance` must be a number in [0, 1). Received: tolerance={tolerance!r}")
@@ -288,6 +348,11 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     best = int(np.argmax(accuracy))
     peak = int(np.flatnonzero(accuracy >= accuracy[best] - tolerance)[-1])
     peak_row = table.iloc[peak]
+    chance = _chance_test(table, best)
+    if chance is not None and chance["p_value"] >= chance["alpha"]:
+        level = None if shift_table is None else shift_level(shift_table)
+        return Suggestion(None, None, str(peak_row.block), _reason_at_chance(table, best, chance, shift_table, level),
+                          table, "unknown", "auto", shift_table, level)
     probe_top = int(peak_row.blocks_above)
     # Any row knows the backbone's size: blocks below it, itself, blocks above it.
     total = int(table.depth.iloc[0] + table.blocks_above.iloc[0] + 1)
@@ -316,6 +381,60 @@ def suggest_unfreeze(probe_table_or_backbone, train_ds=None, val_ds=None, *, tol
     strategy = "feature_extraction" if top_blocks == 0 else "full" if top_blocks == total else "fine_tune"
     return Suggestion(top_blocks, from_block, str(peak_row.block), reason, table, answer, strategy,
                       shift_table, level)
+
+
+def _chance_test(table, best):
+    """The binomial test of the best block against chance; None without `probe_blocks`' validation counts."""
+    counts = table.attrs.get("val_class_counts")
+    if not counts or sum(counts) == 0:
+        return None
+    n = int(sum(counts))
+    rate = max(counts) / n
+    correct = int(round(float(table.probe_accuracy.iloc[best]) * n))
+    return {"n": n, "rate": rate, "correct": correct, "p_value": _binomial_tail(correct, n, rate),
+            "alpha": CHANCE_ALPHA / len(table)}
+
+
+def _binomial_tail(k, n, p):
+    """P(K >= k) for K ~ Binomial(n, p), summed exactly (in logs, so large n cannot overflow)."""
+    if k <= 0 or p >= 1:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    j = np.arange(k, n + 1)
+    log_choose = math.lgamma(n + 1) - np.array([math.lgamma(i + 1) + math.lgamma(n - i + 1) for i in j])
+    log_pmf = log_choose + j * math.log(p) + (n - j) * math.log1p(-p)
+    top = log_pmf.max()
+    return float(min(1.0, math.exp(top) * np.exp(log_pmf - top).sum()))
+
+
+def _reason_at_chance(table, best, chance, shift, level):
+    row = table.iloc[best]
+    text = (
+        f"No depth can be read from the probe: its best validation accuracy, {row.probe_accuracy:.2f} at "
+        f"{row.block!r} ({chance['correct']} of {chance['n']}), is not clearly above chance, {chance['rate']:.2f} "
+        f"(the largest class's share of the validation labels): one-sided exact binomial p = "
+        f"{chance['p_value']:.2g}, and the best of {len(table)} blocks needs p < {chance['alpha']:.2g} "
+        f"({CHANCE_ALPHA:g} / {len(table)}). A probe at chance does not show where the features the target "
+        f"needs live, so neither keeping the backbone frozen nor any depth follows from it."
+    )
+    if "train_accuracy" in table.columns and table.train_accuracy.max() >= 1.0:
+        fitted = table.block.iloc[int(np.argmax(table.train_accuracy.to_numpy(dtype=float)))]
+        text += (
+            f" The probe fits its training sample perfectly (train accuracy 1.00 at {fitted!r}) and still fails "
+            f"on validation: it memorised the sample rather than found the classes."
+        )
+    if shift is not None:
+        distance = "far from" if level >= FAR_SHIFT else "moderately far from" if level >= NEAR_SHIFT else "close to"
+        text += (
+            f" The BatchNorm statistics are {distance} the source's (median block shift {level:.3f}), but that "
+            f"says how far the statistics moved, not whether the features carry the labels; `strategy='auto'` "
+            f"prunes its candidates by it."
+        )
+    return text + (
+        " Check the data (labels that match the images, the same classes in training and validation, enough "
+        "examples: `max_examples`), or let fine-tuning choose by trial: `fine_tune(..., strategy='auto')`."
+    )
 
 
 def _check_table(table, needed, name, producer):
@@ -473,10 +592,14 @@ def bn_shift(backbone, target_ds, *, blocks=None, max_examples=500, batch_size=3
         backbone: a `keras.Model` or `kt.Backbone` with BatchNormalization
             layers (top-level layers of its blocks).
         target_ds: target data: `(x, y)` arrays, arrays `x`, or a dataset of
-            `(x, y)` batches, preprocessed for the backbone (labels are
-            ignored). Shuffle a dataset sorted by class.
+            `(x, y)` batches, preprocessed for the backbone (labels only
+            choose the sample).
         blocks: block names to measure; default every backbone block.
-        max_examples: examples used; at least 1.
+        max_examples: examples used; at least 1. A class-stratified sample
+            with a fixed seed of `(x, y)` arrays and of a `kt.data` loader's
+            dataset (as in `probe_blocks`), a random one of `x` arrays, the
+            first ones of any other dataset (shuffle it once, with a fixed
+            seed, if it is sorted by class).
         batch_size: batch size of the pass for array inputs.
         per_layer: if True, one row per BatchNormalization layer instead of
             per block, with its `layer` name and `channels`.
@@ -516,6 +639,7 @@ def bn_shift(backbone, target_ds, *, blocks=None, max_examples=500, batch_size=3
     outputs = [_channel_moments(layer) for _, _, layer in found]
     stats_model = keras.Model(_graph_of(model, chosen).input, [t for pair in outputs for t in pair],
                               name="bn_statistics")
+    target_ds = inputs.sample(target_ds, "target_ds", max_examples)
     moments, _ = _collect(stats_model, target_ds, "target_ds", batch_size, max_examples, verbose, labels=False)
     rows = []
     for (block, depth, layer), means, variances in zip(found, moments[::2], moments[1::2]):
@@ -592,9 +716,13 @@ def domain_shift(backbone, source_ds, target_ds, blocks=None, *, max_examples=50
         target_ds: target-domain data, in the same form.
         blocks: block names to measure; default every backbone block.
         max_examples: examples used from each dataset (the kernel is
-            quadratic in it); at least 4.
+            quadratic in it); at least 4. A sample drawn with `seed`: class-
+            stratified from `(x, y)` arrays and a `kt.data` loader's dataset
+            (as in `probe_blocks`), random from `x` arrays; the first ones
+            of any other dataset (shuffle it once, with a fixed seed, if it
+            is sorted by class).
         permutations: permutations of the test; at least 1.
-        seed: seed of the source split and the permutations.
+        seed: seed of the samples, the source split and the permutations.
         plot_path: if given, a per-block plot is written there (PNG).
         batch_size: batch size of the feature pass for array inputs.
         verbose: 0 silent, 1 a progress bar per feature pass.
@@ -622,10 +750,11 @@ def domain_shift(backbone, source_ds, target_ds, blocks=None, *, max_examples=50
         raise ValueError(f"`max_examples` must be at least 4. Received: max_examples={max_examples}")
     _checks.positive_int("permutations", permutations)
     _checks.positive_int("batch_size", batch_size)
-    source, _ = _block_features(model, chosen, source_ds, "source_ds", batch_size, max_examples, verbose,
-                                labels=False)
-    target, _ = _block_features(model, chosen, target_ds, "target_ds", batch_size, max_examples, verbose,
-                                labels=False)
+    source_ds = inputs.sample(source_ds, "source_ds", max_examples, seed=seed)
+    target_ds = inputs.sample(target_ds, "target_ds", max_examples, seed=seed)
+    extractor = _feature_model(model, chosen)
+    source, _ = _pooled(extractor, source_ds, "source_ds", batch_size, max_examples, verbose, labels=False)
+    target, _ = _pooled(extractor, target_ds, "target_ds", batch_size, max_examples, verbose, labels=False)
     for name, features in (("source_ds", source), ("target_ds", target)):
         if len(features[0]) < 4:
             raise ValueError(f"`{name}` must hold at least 4 examples. Received: {len(features[0])}")
@@ -870,7 +999,10 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
             batches.
         head: `"source"` or `"after"` (see above).
         batch_size: batch size for array inputs.
-        max_examples: evaluate on at most this many examples.
+        max_examples: evaluate on at most this many examples: the same
+            class-stratified sample (fixed seed) for both models from `(x,
+            y)` arrays and a `kt.data` loader's dataset (as in
+            `probe_blocks`), the first ones of any other dataset.
         verbose: 0 silent, 1 a progress bar per pass.
 
     Returns:
@@ -897,8 +1029,7 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
     if head not in ("source", "after"):
         raise ValueError(f"`head` must be 'source' or 'after'. Received: head={head!r}")
     _checks.positive_int("batch_size", batch_size)
-    if max_examples is not None:
-        _checks.positive_int("max_examples", max_examples)
+    _checks.positive_int("max_examples", max_examples, optional=True)
     if before.output.shape[-1] in (None, 1) or len(before.output.shape) != 2:
         raise ValueError(
             "`model_before` must output one score per class, shape (batch, num_classes >= 2). "
@@ -911,6 +1042,7 @@ def forgetting(model_before, model_after, source_ds, *, head="source", batch_siz
         copied = _copy_backbone_weights(after, judge)
     else:
         judge = after
+    source_ds = inputs.sample(source_ds, "source_ds", max_examples)
     (scores_before,), labels = _collect(before, source_ds, "source_ds", batch_size, max_examples, verbose)
     (scores_after,), labels_after = _collect(judge, source_ds, "source_ds", batch_size, max_examples, verbose)
     if not np.array_equal(labels, labels_after):
@@ -1047,8 +1179,12 @@ def _graph_of(model, chosen):
 
 
 def _block_features(model, chosen, data, name, batch_size, max_examples, verbose, labels=True):
-    features, y = _collect(_feature_model(model, chosen), data, name, batch_size, max_examples, verbose,
-                           labels=labels)
+    return _pooled(_feature_model(model, chosen), data, name, batch_size, max_examples, verbose, labels)
+
+
+def _pooled(extractor, data, name, batch_size, max_examples, verbose, labels=True):
+    """The `_feature_model` `extractor`'s features of `data` as float64 rows, and the labels."""
+    features, y = _collect(extractor, data, name, batch_size, max_examples, verbose, labels=labels)
     return [f.reshape(len(f), -1).astype("float64") for f in features], y
 
 

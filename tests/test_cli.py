@@ -137,7 +137,7 @@ def test_run_recipe_help_lists_the_recipe_options(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: keras-transfer run dog_breeds")
     for option in ("--top-blocks int|none", "--max-examples int|none", "--head-lr float|find",
-                   "--cache-features, --no-cache-features"):
+                   "--cache-features, --no-cache-features", "--epochs int"):
         assert option in out, option
     assert "--unfreeze-top-blocks" not in out
     assert cli.main(["run", "--help"]) == 0
@@ -179,12 +179,12 @@ def _class_sorted_folders(root, classes=("a", "b", "c"), train=8, val=4):
 def test_diagnose_probes_every_class_of_a_class_sorted_folder_and_refuses_advice_at_chance(tmp_path, capsys):
     """The first --max-examples files of a class-sorted folder were one class: "at least 2 classes"."""
     root = _class_sorted_folders(tmp_path / "data")
-    code = cli.main(["diagnose", "--backbone", "mobilenet_v2", "--weights", "none", "--data", str(root),
-                     "--image-size", "32", "--max-examples", "6", "--batch-size", "4"])
+    code = cli.main(["diagnose", "--backbone", "vgg16", "--weights", "none", "--data", str(root),
+                     "--image-size", "32", "--max-examples", "3", "--batch-size", "3"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "Examples per class (train/val): a 2/2, b 2/2, c 2/2" in out
-    # 6 validation examples cannot show any probe above a chance of 1/3: no depth is advised.
+    assert "Examples per class (train/val): a 1/1, b 1/1, c 1/1" in out
+    # 3 validation examples cannot show a probe above a chance of 1/3 (3 right: p = 1/27): no depth is advised.
     assert "Suggestion: none: the probe is at chance, so it shows no depth to unfreeze" in out
     assert "strategy='auto'" in out and "Suggestion: unfreeze" not in out
 

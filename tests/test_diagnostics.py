@@ -22,10 +22,10 @@ ZEROS = np.zeros((4, 4))
 XOR_TOP = np.array([[1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
 
 
-def chain(*kernels, top_activation=None):
+def chain(*kernels, top_activation=None, input_shape=None):
     """`demo_convnet`-named backbone of Dense blocks stem, block1, ..., top with the given kernels."""
     names = ["stem"] + [f"block{i}" for i in range(1, len(kernels) - 1)] + ["top"]
-    inputs = keras.Input((kernels[0].shape[0],))
+    inputs = keras.Input(input_shape or (kernels[0].shape[0],))
     x = inputs
     for name, kernel in zip(names, kernels):
         activation = top_activation if name == "top" else None
@@ -139,6 +139,52 @@ def test_probe_max_examples_caps_each_dataset():
     assert table.probe_accuracy.iloc[0] == 1.0
 
 
+def class_sorted_task(per_class, seed, classes=3):
+    """Examples sorted by class; class k raises feature k by 6 (features are N(0, 1) noise otherwise)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), per_class)
+    x = rng.normal(size=(len(y), 4))
+    x[np.arange(len(y)), y] += 6.0
+    return x.astype("float32"), y
+
+
+@pytest.mark.core
+def test_a_probe_capped_by_max_examples_sees_every_class_of_a_class_sorted_input():
+    """The first 30 of 180 class-sorted examples were all class 0: "at least 2 classes"."""
+    train, val = class_sorted_task(60, seed=0), class_sorted_task(30, seed=1)
+    table = kt.probe_blocks(chain(EYE, EYE, ZEROS, EYE), train, val, max_examples=30, verbose=0)
+    assert table.attrs["train_class_counts"] == [10, 10, 10]
+    assert table.attrs["val_class_counts"] == [10, 10, 10]
+    # After the zero block every score is the prior (1/3 each) and argmax picks class 0: 10 of 30.
+    assert table.probe_accuracy.tolist() == [1.0, 1.0, 1 / 3, 1 / 3]
+
+
+def test_a_loader_dataset_capped_by_max_examples_gives_the_same_stratified_sample_as_its_arrays():
+    """A shuffled, augmented loader dataset was read from its start: whatever its first 30 held."""
+    (x, y), (val_x, val_y) = class_sorted_task(60, seed=0), class_sorted_task(30, seed=1)
+    images, val = x.reshape(-1, 1, 1, 4), (val_x.reshape(-1, 1, 1, 4), val_y)
+    loader = kt.data.from_arrays(images, y, batch_size=16, shuffle=True, seed=3, augment=[lambda t: t + 100.0])
+    backbone = chain(EYE, EYE, ZEROS, EYE, input_shape=(1, 1, 4))
+    from_arrays = kt.probe_blocks(backbone, (images, y), val, max_examples=30, verbose=0)
+    from_loader = kt.probe_blocks(backbone, loader, val, max_examples=30, verbose=0)
+    assert from_loader.attrs["train_class_counts"] == [10, 10, 10]
+    pd.testing.assert_frame_equal(from_loader, from_arrays)
+    assert from_loader.probe_accuracy.iloc[0] == 1.0  # the un-augmented images (+100 would ruin the probe)
+
+
+def test_a_capped_start_of_a_class_sorted_dataset_warns():
+    import tensorflow as tf
+
+    train, val = class_sorted_task(60, seed=0), class_sorted_task(30, seed=1)
+    sorted_ds = tf.data.Dataset.from_tensor_slices(train).batch(16)
+    with pytest.warns(UserWarning) as caught:
+        table = kt.probe_blocks(chain(EYE, EYE, ZEROS, EYE), sorted_ds, val, max_examples=80, verbose=0)
+    messages = [str(w.message) for w in caught]
+    assert any("`train_ds`: its first 80 examples (max_examples=80) come sorted by label" in m for m in messages)
+    assert any("`val_ds` holds classes [2] that the training sample lacks" in m for m in messages)
+    assert table.attrs["train_class_counts"] == [60, 20, 0]
+
+
 @pytest.mark.core
 def test_probe_errors_name_the_argument():
     backbone = chain(EYE, EYE, ZEROS, EYE)
@@ -197,6 +243,53 @@ def test_tolerance_treats_small_drops_as_a_plateau():
     assert kt.suggest_unfreeze(table, tolerance=0.05).top_blocks == 0
     peaked_at_stem = table.assign(probe_accuracy=[0.9, 0.6, 0.6, 0.6])
     assert "check `negative_transfer`" in kt.suggest_unfreeze(peaked_at_stem).reason
+
+
+def at_chance(*accuracies, val_class_counts=(50, 50), train_accuracy=None):
+    """A probe table as `probe_blocks` returns it, with the validation class counts chance is read from."""
+    table = RISING.assign(probe_accuracy=list(accuracies))
+    if train_accuracy is not None:
+        table["train_accuracy"] = train_accuracy
+    table.attrs.update(backbone_blocks=RISING.block.tolist(), val_class_counts=list(val_class_counts))
+    return table
+
+
+@pytest.mark.core
+def test_suggest_unfreeze_refuses_to_advise_when_the_probe_is_at_chance():
+    """A flat curve at chance read as "keeps rising to the top block ... keep the backbone frozen"."""
+    flat = kt.suggest_unfreeze(at_chance(0.50, 0.52, 0.55, 0.54, 0.53, train_accuracy=[1.0] * 5))
+    assert (flat.depth_class, flat.strategy, flat.top_blocks, flat.from_block) == ("unknown", "auto", None, None)
+    assert flat.fine_tune_kwargs == {"strategy": "auto", "top_blocks": None}
+    assert "unknown" not in kt.diagnostics.DEPTH_CLASSES
+    assert flat.reason.startswith(
+        "No depth can be read from the probe: its best validation accuracy, 0.55 at 'block2' (55 of 100), is "
+        "not clearly above chance, 0.50 (the largest class's share of the validation labels): one-sided exact "
+        "binomial p = 0.18, and the best of 5 blocks needs p < 0.002 (0.01 / 5)."
+    )
+    assert "keep the backbone frozen" not in flat.reason
+    assert "fits its training sample perfectly (train accuracy 1.00 at 'stem')" in flat.reason
+    assert "strategy='auto'" in flat.reason
+    # 100 examples at chance 0.5: P(K >= 64) = 0.0033 and P(K >= 65) = 0.0018 against 0.01 / 5.
+    assert kt.suggest_unfreeze(at_chance(0.5, 0.5, 0.5, 0.5, 0.64)).depth_class == "unknown"
+    assert kt.suggest_unfreeze(at_chance(0.5, 0.5, 0.5, 0.5, 0.65)).depth_class == "none"
+    # The largest class sets chance: 0.75 of 100 is chance when 75 of them are one class.
+    assert kt.suggest_unfreeze(at_chance(0.6, 0.7, 0.75, 0.7, 0.7, val_class_counts=(75, 25))).depth_class == \
+        "unknown"
+
+
+@pytest.mark.core
+def test_at_chance_the_shift_is_reported_but_sets_no_depth():
+    far = kt.suggest_unfreeze(at_chance(0.5, 0.5, 0.5, 0.5, 0.5), shift_table=shift_table(0.2, 0.1, 0.09, 0.1, 0.3))
+    assert (far.depth_class, far.strategy, far.top_blocks, far.shift_level) == ("unknown", "auto", None, 0.1)
+    assert "median block shift 0.100" in far.reason and "prunes its candidates" in far.reason
+
+
+@pytest.mark.core
+def test_a_probe_of_a_backbone_that_erases_the_labels_gives_no_advice():
+    erased = kt.suggest_unfreeze(chain(ZEROS, EYE, EYE, EYE), *split(low_level_task(200, 0), 100), verbose=0)
+    assert (erased.depth_class, erased.strategy, erased.top_blocks) == ("unknown", "auto", None)
+    assert erased.table.attrs["val_class_counts"] == [50, 50]
+    assert "0.50 at 'stem' (50 of 100)" in erased.reason
 
 
 @pytest.mark.core
@@ -323,9 +416,12 @@ def test_bn_shift_reads_features_without_positions_and_skips_blocks_without_batc
     table = kt.bn_shift(model, x, verbose=0)
     assert table.block.tolist() == ["block1"] and table.depth.tolist() == [1]
     assert table["shift"].iloc[0] < 1e-7
-    # max_examples: the first 2 examples still average to (0, 3) with variance (1, 1).
-    assert kt.bn_shift(model, x + [0.0, 1.0], max_examples=2, verbose=0)["mean_shift"].iloc[0] == \
+    # max_examples on rows sorted by label: a class-stratified sample, one row of each kind, still
+    # averages to (0, 3) with variance (1, 1); the first two rows alone have variance 0.
+    class_sorted = (np.array([[1.0, 3.0]] * 8 + [[-1.0, 5.0]] * 8, "float32"), np.repeat([0, 1], 8))
+    assert kt.bn_shift(model, class_sorted, max_examples=2, verbose=0)["mean_shift"].iloc[0] == \
         pytest.approx(0.5 * 0.5 / (1 + 1e-3))
+    assert kt.bn_shift(model, class_sorted, max_examples=2, verbose=0)["var_shift"].iloc[0] < 1e-7
 
 
 def test_bn_shift_on_a_dataset_matches_arrays():
@@ -443,8 +539,14 @@ def test_suggest_unfreeze_measures_the_shift_of_a_batchnorm_backbone_itself():
     classifier = kt.build_classifier(backbone, num_classes=2)
     states = kt.trainable_summary(kt.unfreeze(classifier, top_blocks=far.top_blocks)).state.tolist()
     assert states == ["partial"] * 3 + ["trainable"]  # BatchNorm stays frozen inside trainable blocks
-    probe_only = kt.suggest_unfreeze(backbone, (train_x + 3 * sd, train_y), val, evidence="probe", verbose=0)
+    probe_only = kt.suggest_unfreeze(backbone, (train_x + 3 * sd, train_y), (val[0] + 3 * sd, val[1]),
+                                     evidence="probe", verbose=0)
     assert (probe_only.depth_class, probe_only.shift) == ("none", None)
+    # Trained on shifted features, validated on unshifted ones: train 1.0, validation at chance, no advice
+    # (this read "keep the backbone frozen" before).
+    mismatched = kt.suggest_unfreeze(backbone, (train_x + 3 * sd, train_y), val, evidence="probe", verbose=0)
+    assert (mismatched.depth_class, mismatched.strategy, mismatched.top_blocks) == ("unknown", "auto", None)
+    assert "train accuracy 1.00 at 'stem'" in mismatched.reason
 
 
 @pytest.mark.core
