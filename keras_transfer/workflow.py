@@ -37,7 +37,7 @@ import pandas as pd
 
 from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
-from keras_transfer.backbones import Backbone
+from keras_transfer.backbones import Backbone, check_image_size
 from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.callbacks import AtomicBackupAndRestore, checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
@@ -300,6 +300,9 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
     bad = [cb for cb in callbacks or () if not isinstance(cb, keras.callbacks.Callback)]
     if bad:
         raise TypeError(f"`callbacks` must hold keras.callbacks.Callback instances. Received: {bad!r}")
+    for name, dataset in (("train_ds", train_ds), ("val_ds", val_ds)):
+        if dataset is not None and isinstance(model_or_backbone, (Backbone, keras.Model)):
+            check_image_size(model_or_backbone, dataset, name)
     early_stopping = config.early_stopping and val_ds is not None
     policy = _resolve_mixed_precision(config.mixed_precision)
     with _dtype_policy(policy):

@@ -153,6 +153,19 @@ def test_num_classes_that_do_not_match_the_data_and_too_many_top_blocks_are_erro
         kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, unfreeze_top_blocks=50, verbose=0)
 
 
+def test_images_of_another_size_than_the_backbone_takes_fail_before_training_naming_the_data():
+    backbone = kt.get_backbone("mobilenet_v2", weights=None, pooling=None)  # 224 px
+    x, y = np.zeros((4, 96, 96, 3), "float32"), np.array([0, 1, 0, 1])
+    small = data.from_arrays(x, y, batch_size=2)
+    with pytest.raises(ValueError, match=r"`train_ds` images are 96x96 but the backbone expects 224x224: load the "
+                                         r"data with image_size=\(224, 224\) or build the backbone with "
+                                         r"input_shape=\(96, 96, 3\)"):
+        kt.fine_tune(backbone, small, num_classes=2, verbose=0)
+    with pytest.raises(ValueError, match=r"`val_ds` images are 96x96 but model 'demo_convnet' expects"):
+        kt.fine_tune(_backbone(), data.from_arrays(np.zeros((4, 32, 32, 3), "float32"), y), small, num_classes=2,
+                     verbose=0)
+
+
 def test_build_classifier_errors():
     with pytest.raises(ValueError, match="Received: num_classes=1"):
         kt.build_classifier(_backbone(), 1)
