@@ -422,9 +422,10 @@ def test_tfds_offline_fails_at_once_without_trying_to_download(monkeypatch, tmp_
     )
     assert error.value.spelled(lambda arg, value: f"--{arg.replace('_', '-')} {value}").endswith(
         "copy that folder here and pass --data-dir /path/to/tfds.")
-    # Prepared data (here TFDS' mock) needs no network, so it still reads offline.
+    # Prepared data (here TFDS' mock) reads offline, without asking the network.
     with tfds.testing.mock_data(num_examples=3):
         assert len(data.from_tfds("tf_flowers", "train", image_size=(8, 8)).class_names) == 5
+    assert calls == ["check"]
 
 
 def test_tfds_download_failure_online_says_how_to_pass_data_dir(monkeypatch, tmp_path):

@@ -399,24 +399,14 @@ def _tfds_examples(name, split, kind, key, label_key, *, data_dir, download, max
 
     _checks.positive_int("max_examples", max_examples, optional=True)
     _checks.positive_int("shuffle_buffer", shuffle_buffer)
-    builder, offline = _tfds_builder(name, data_dir, download)
+    builder = _tfds_builder(name, data_dir)
     features = builder.info.features
     feature = {"image": tfds.features.Image, "text": tfds.features.Text}[kind]
     key = _feature_key(features, key, feature, kind, f"{kind}_key", name)
     label_key = _feature_key(features, label_key, tfds.features.ClassLabel, "label", "label_key", name)
     skip = {"decoders": {key: tfds.decode.SkipDecoding()}} if kind == "image" else {}
-    try:
-        ds = builder.as_dataset(split=split, shuffle_files=False,
-                                decoders=tfds.decode.PartialDecoding({key: True, label_key: True}, **skip))
-    except AssertionError:
-        # TFDS asserts that the data is there; offline, no download was tried, so that is why.
-        if offline is None:
-            raise
-        raise backbones.OfflineError(
-            f"The TFDS dataset '{name}' is not in {builder.data_dir_root} and cannot be downloaded: no network "
-            f"({offline}). Prepare it where there is network access (`tfds build {name} --data_dir "
-            "/path/to/tfds`), copy that folder here and pass ", "data_dir", "/path/to/tfds", "."
-        ) from None
+    ds = _read_or_download(builder, name, download, lambda: builder.as_dataset(
+        split=split, shuffle_files=False, decoders=tfds.decode.PartialDecoding({key: True, label_key: True}, **skip)))
     if max_examples is not None:
         ds = ds.take(max_examples)
     elements = ds.map(lambda ex: (ex[key], tf.cast(ex[label_key], tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
@@ -427,35 +417,48 @@ def _tfds_examples(name, split, kind, key, label_key, *, data_dir, download, max
     return elements, count, buffer, list(features[label_key].names)
 
 
-def _tfds_builder(name, data_dir, download):
-    """The builder, its data downloaded and prepared where needed; and why the network is out, where it is.
-
-    Offline, no download is tried (TFDS would retry it for minutes); data
-    already in `data_dir` still reads.
-    """
+def _tfds_builder(name, data_dir):
     import tensorflow_datasets as tfds
 
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a TFDS dataset name such as 'tf_flowers'. Received: name={name!r}")
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise ValueError(f"Unknown TFDS dataset. Received: name={name!r}. See tfds.list_builders().") from error
-    offline = None
-    if download and not builder.data_path.exists():
-        offline = backbones._network_problem(_TFDS_HOST)
-    if download and offline is None:
-        try:
-            builder.download_and_prepare()
-        except Exception as error:
-            raise RuntimeError(
-                f"The TFDS dataset '{name}' could not be downloaded and prepared in "
-                f"data_dir={builder.data_dir_root!r} ({type(error).__name__}: {error}). Prepare it where there "
-                f"is network access (`tfds build {name} --data_dir DIR`, or `tfds.builder('{name}', "
-                "data_dir=DIR).download_and_prepare()`), copy DIR here or to a GCS bucket, and pass "
-                "`data_dir=DIR`."
-            ) from error
-    return builder, offline
+
+
+def _read_or_download(builder, name, download, read):
+    """`read()`; where the data is missing and `download` allows, after downloading and preparing it.
+
+    Without a network nothing is downloaded (TFDS would retry for minutes): a
+    missing dataset fails at once. Data that is there, or TFDS' mock, reads
+    without asking the network.
+    """
+    try:
+        return read()
+    except AssertionError:
+        # TFDS asserts that the prepared data is there before it reads any of it.
+        if not download:
+            raise
+    problem = backbones._network_problem(_TFDS_HOST)
+    if problem:
+        raise backbones.OfflineError(
+            f"The TFDS dataset '{name}' is not in {builder.data_dir_root} and cannot be downloaded: no network "
+            f"({problem}). Prepare it where there is network access (`tfds build {name} --data_dir "
+            "/path/to/tfds`), copy that folder here and pass ", "data_dir", "/path/to/tfds", "."
+        ) from None
+    try:
+        builder.download_and_prepare()
+    except Exception as error:
+        raise RuntimeError(
+            f"The TFDS dataset '{name}' could not be downloaded and prepared in "
+            f"data_dir={builder.data_dir_root!r} ({type(error).__name__}: {error}). Prepare it where there "
+            f"is network access (`tfds build {name} --data_dir DIR`, or `tfds.builder('{name}', "
+            "data_dir=DIR).download_and_prepare()`), copy DIR here or to a GCS bucket, and pass "
+            "`data_dir=DIR`."
+        ) from error
+    return read()
 
 
 def _feature_key(features, key, kind, preferred, arg, name):
