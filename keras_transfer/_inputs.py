@@ -136,7 +136,15 @@ def _loader_sample(data, pipeline, name, max_examples, seed):
     keep = np.zeros(len(labels), bool)
     keep[stratified_indices(labels, max_examples, seed)] = True
     keep = tf.constant(keep)
-    chosen = pipeline.unshuffled.unbatch().enumerate().filter(lambda i, e: tf.gather(keep, i)).map(lambda i, e: e)
+
+    # Named, not lambdas: AutoGraph cannot tell apart two lambdas on one line.
+    def kept(position, example):
+        return tf.gather(keep, position)
+
+    def without_position(position, example):
+        return example
+
+    chosen = pipeline.unshuffled.unbatch().enumerate().filter(kept).map(without_position)
     # The filter hides the length; stating it gives the progress bar its total.
     length_known = tf.data.experimental.assert_cardinality(-(-max_examples // pipeline.batch_size))
     return chosen.batch(pipeline.batch_size).apply(length_known).prefetch(tf.data.AUTOTUNE)
