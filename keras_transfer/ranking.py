@@ -211,7 +211,9 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
             labels (one-hot labels are argmax-ed).
         blocks: block names to score, in any order; default every backbone
             block.
-        max_examples: use at most this many examples.
+        max_examples: use at most this many examples: a seeded sample with
+            every class in proportion for `(x, y)` arrays and `kt.data`
+            datasets (the first ones of any other dataset).
         batch_size: batch size of the feature pass for array inputs.
         verbose: 0 silent, 1 a progress bar for the feature pass.
 
@@ -238,6 +240,7 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
     if max_examples is not None:
         _checks.positive_int("max_examples", max_examples)
     verbose = _checks.verbose(verbose)
+    train_ds = inputs.sample(train_ds, "train_ds", max_examples)
     features, labels = _block_features(model, chosen, train_ds, "train_ds", batch_size, max_examples, verbose)
     _check_classes(labels)
     rows = [
@@ -253,10 +256,11 @@ def logme_blocks(backbone, train_ds, *, blocks=None, max_examples=None, batch_si
 def rank_backbones(candidates, train_ds, *, max_examples=1000, batch_size=32, verbose=1):
     """Ranks candidate backbones for a target task by the LogME of their pooled output features.
 
-    The first `max_examples` examples of `train_ds` are read once and held
-    in memory as raw images, so every candidate is scored on the same
-    examples even when the dataset reshuffles on each pass (shuffle it, so
-    those examples cover the classes). Each candidate then runs one forward
+    `max_examples` examples of `train_ds` are read once and held in memory
+    as raw images, so every candidate is scored on the same examples even
+    when the dataset reshuffles on each pass: a seeded sample with every
+    class in proportion for `(x, y)` arrays and `kt.data` datasets, the
+    first ones of any other dataset (shuffle it, so they cover the classes). Each candidate then runs one forward
     pass over them; its output, averaged over any spatial axes (global
     average pooling), is scored by `logme`.
 
@@ -402,8 +406,8 @@ def _pooled_features(model, preprocess, images, batch_size, verbose):
 
 
 def _read_examples(data, max_examples):
-    """The first `max_examples` (images, integer labels) of `data`, as numpy arrays."""
-    images, labels = inputs.read_examples(data, "train_ds", max_examples)
+    """`max_examples` (images, integer labels) of `data` (`inputs.sample`), as numpy arrays."""
+    images, labels = inputs.read_examples(inputs.sample(data, "train_ds", max_examples), "train_ds", max_examples)
     return images, inputs.class_ids(labels, "train_ds")
 
 

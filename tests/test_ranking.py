@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import keras_transfer as kt
+from keras_transfer._inputs import stratified_indices
 from keras_transfer.backbones import Preprocessing
 from keras_transfer.ranking import _class_evidences
 
@@ -166,7 +167,8 @@ def test_logme_blocks_chosen_blocks_and_max_examples():
     table = kt.logme_blocks(backbone, (x, labels), blocks=["top", "stem"], max_examples=30, verbose=0)
     assert table.block.tolist() == ["stem", "top"]
     assert table.depth.tolist() == [0, 2]
-    assert table.logme[1] == pytest.approx(kt.logme(x[:30], labels[:30]), abs=1e-12)
+    keep = stratified_indices(labels, 30)  # a sample of every class, not the first 30
+    assert table.logme[1] == pytest.approx(kt.logme(x[keep], labels[keep]), abs=1e-12)
 
 
 def test_logme_blocks_rejects_bad_input():
