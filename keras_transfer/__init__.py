@@ -46,7 +46,7 @@ from keras_transfer.lora import (  # noqa: E402
     merge_lora,
     save_adapters,
 )
-from keras_transfer.backbones import Backbone, get_backbone, list_backbones, load_hub_task  # noqa: E402
+from keras_transfer.backbones import Backbone, OfflineError, get_backbone, list_backbones, load_hub_task  # noqa: E402
 from keras_transfer.distribute import auto_distribution, auto_strategy, scale_batch_size  # noqa: E402
 # `data` imports TensorFlow only when a loader is first used, so the package
 # imports on JAX without TensorFlow installed.
@@ -97,7 +97,7 @@ __all__ = [
     # LoRA
     "LoRADense", "LoRAEinsumDense", "apply_lora", "load_adapters", "lora_summary", "merge_lora", "save_adapters",
     # backbones and distribution
-    "Backbone", "get_backbone", "list_backbones", "load_hub_task", "auto_distribution", "auto_strategy",
+    "Backbone", "OfflineError", "get_backbone", "list_backbones", "load_hub_task", "auto_distribution", "auto_strategy",
     "scale_batch_size",
     # data
     "data", "RandomAffine", "cache_features",
