@@ -5,8 +5,10 @@
 One table, one row per ratio: the differential-optimizer step overhead; LoRA
 step time, memory, merged latency and adapter size; pipeline throughput vs the
 Keras utility and a naive map; cached vs uncached feature extraction; and
-`fine_tune`'s training throughput vs a hand-written Keras `fit` of the same
-model. Writes `benchmarks/out/performance.{csv,md}`.
+`fine_tune` vs a hand-written Keras `compile` + `fit` of the same model, in
+steady-state throughput and in setup time, apart. Columns only some suites
+report (the workflow's `repeats` and `ratio_range`) are blank elsewhere.
+Writes `benchmarks/out/performance.{csv,md}`.
 """
 
 import argparse
@@ -27,7 +29,8 @@ def run(quick=False, only=None):
         print(f"== {suite} ==", flush=True)
         module = importlib.import_module(f"benchmarks.perf_{suite}")
         tables.append(module.run(quick=quick))
-    return pd.concat(tables, ignore_index=True)
+    columns = list(dict.fromkeys(c for t in tables for c in t.columns))
+    return pd.concat([t.reindex(columns=columns, fill_value="") for t in tables], ignore_index=True)
 
 
 def main(argv=None):
