@@ -46,6 +46,19 @@ def test_verdict_says_fine_tuning_won_and_by_how_much():
     ]
 
 
+def test_verdict_calls_a_near_domain_win_by_a_hair_a_tie():
+    # What `keras-transfer demo --real` measured after issue 18's change.
+    lines = demo.verdict(table(scratch=0.4575, feature_extraction=0.9183, fine_tune=0.9216),
+                         near_domain=True).splitlines()
+    assert lines[1] == (
+        "Fine-tuning beats feature extraction by +0.003 (0.922 vs 0.918), under the 0.02 that counts as a tie: "
+        "on a near domain the frozen features already fit the target, so fine-tuning has little to add.")
+    wide = demo.verdict(table(feature_extraction=0.9183, fine_tune=0.9216), near_domain=True, tolerance=0.002)
+    assert wide.splitlines()[1] == "Fine-tuning beats feature extraction by +0.003 (0.922 vs 0.918)."
+    with pytest.raises(ValueError, match=r"`tolerance` must be a number in \[0, 1\). Received: tolerance=2"):
+        demo.verdict(table(scratch=0.5), tolerance=2)
+
+
 def test_verdict_when_fine_tuning_loses_on_a_far_domain_or_scratch_wins():
     far = demo.verdict(table(feature_extraction=0.8, fine_tune=0.8)).splitlines()
     assert far == [
