@@ -320,7 +320,12 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
         _check_classes(config.num_classes, dataset, name)
     loss = SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing, from_logits=True)
     # Hard or soft labels alike: MixUp / CutMix training batches carry class probabilities.
-    metrics = [Accuracy()] + ([TopKAccuracy(5)] if config.num_classes > 5 else [])
+    # A factory, not a list: each compile gets metric objects of its own. Keras does not reset a metric
+    # that another model used at its first evaluate, so a shared one averaged the head phase's last
+    # validation epoch into the final result.
+    def metrics():
+        return [Accuracy()] + ([TopKAccuracy(5)] if config.num_classes > 5 else [])
+
     opt_kwargs = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
                       decay_steps=config.decay_steps)
     common = dict(
@@ -384,7 +389,7 @@ def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callback
     final = {k: float(v) for k, v in history.iloc[-1].items() if k not in first}
     if val_ds is not None:
         if not model.compiled:  # the head trained on cached features; the whole model never compiled
-            model.compile(loss=loss, metrics=metrics, jit_compile=config.jit_compile)
+            model.compile(loss=loss, metrics=metrics(), jit_compile=config.jit_compile)
         final = {k: float(v) for k, v in model.evaluate(val_ds, verbose=0, return_dict=True).items()}
     search = next((p["search"] for p in phases if "search" in p), None)
     return FineTuneResult(
@@ -604,7 +609,7 @@ def _find_rates(model, train_ds, optimizer, common):
     """Runs `lr_find` with `optimizer` and scales its groups to the suggestion; returns the new rates."""
     from keras_transfer.lr_finder import lr_find
 
-    model.compile(optimizer=optimizer, loss=common["loss"], metrics=common["metrics"],
+    model.compile(optimizer=optimizer, loss=common["loss"], metrics=common["metrics"](),
                   jit_compile=common["jit_compile"])
     sweep = lr_find(model, train_ds, verbose=0 if common["verbose"] == 0 else 1)
     return sorted(scale_learning_rates(optimizer, sweep.scale), reverse=True)
@@ -858,7 +863,7 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     the phase ended with).
     """
     if recompile or not model.compiled:
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics(), jit_compile=jit_compile)
     rate_log = _LearningRateLog(rate_model, None if checkpoint_dir is None else
                                 pathlib.Path(checkpoint_dir) / phase / "rates.jsonl")
     callbacks, paths = [rate_log, *extra_callbacks], {}

@@ -94,6 +94,17 @@ def test_cached_head_training_equals_training_through_the_backbone(shapes):
     np.testing.assert_allclose(heads[0], heads[1], atol=1e-5)
 
 
+def test_reported_metrics_are_the_returned_models_own(shapes):
+    train_ds, val_ds = shapes
+    # A high rate makes the epochs differ, so the best epoch (returned) is not the last one validated.
+    result = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=6, fine_tune_epochs=0,
+                          strategy="feature_extraction", head_lr=3.0, early_stopping=False, verbose=0)
+    report = kt.evaluate(result.model, val_ds, verbose=0)
+    assert result.history.val_accuracy.iloc[-1] != pytest.approx(report.accuracy)
+    # It was the mean of the last validation epoch and the returned model's accuracy.
+    assert result.metrics["accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
+
+
 def test_checkpointed_run_started_again_skips_finished_phases(shapes, tmp_path):
     train_ds, val_ds = shapes
     first = kt.fine_tune(_backbone(), train_ds, val_ds, num_classes=4, head_epochs=1, fine_tune_epochs=1,
