@@ -60,10 +60,8 @@ def _demo(args):
         table = demo.run(out_dir=args.out)
     print()
     print(table.to_string(index=False))
-    scratch = table.set_index("strategy").accuracy.get("scratch")
-    if scratch is not None:
-        best = table[table.strategy != "scratch"].accuracy.max()
-        print(f"\nBest transfer strategy beats scratch by {best - scratch:+.3f} accuracy.")
+    print()
+    print(demo.verdict(table, near_domain=args.real))
     print(f"Plot and CSV written to {pathlib.Path(args.out).resolve()}")
     return 0
 

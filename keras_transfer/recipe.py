@@ -163,8 +163,9 @@ def run_image_recipe(name, config):
     class_names = getattr(val_ds, "class_names", None)
     evaluation = evaluate(result.model, val_ds, class_names=class_names)
     paths = dict(result.paths)
-    paths["history_plot"] = str(plot_history(result.history, out / "history.png"))
-    paths["confusion_plot"] = str(plot_confusion(evaluation.confusion, out / "confusion.png"))
+    paths["history_plot"], paths["confusion_plot"] = str(out / "history.png"), str(out / "confusion.png")
+    plot_history(result.history, paths["history_plot"])
+    plot_confusion(evaluation.confusion, paths["confusion_plot"])
     paths.update({f"export_{k}": v for k, v in export(result.model, out / "model").items()})
     return RecipeResult(name, config, result.history, result.metrics, evaluation, result.model, paths,
                         time.perf_counter() - start)

@@ -240,3 +240,21 @@ def test_inspect_a_classifier_saved_by_export_names_its_backbone_family(tmp_path
     assert cli.main(["inspect", paths["keras"]]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "(mobilenet_v2)" in first and "generic fallback" not in first
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_demo_prints_the_verdict_of_its_measured_table(tmp_path, capsys, monkeypatch, real):
+    import pandas as pd
+
+    from keras_transfer import demo
+
+    table = pd.DataFrame({"strategy": ["scratch", "feature_extraction", "fine_tune"],
+                          "accuracy": [0.5, 0.908, 0.889], "wall_time_s": [109.0, 20.0, 21.0]})
+    calls = []
+    monkeypatch.setattr(demo, "run", lambda out_dir: calls.append(("run", out_dir)) or table)
+    monkeypatch.setattr(demo, "run_real", lambda assets, out_dir: calls.append(("run_real", out_dir)) or table)
+    args = ["demo", "--out", str(tmp_path)] + (["--real", "--assets", str(tmp_path)] if real else [])
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert calls == [("run_real" if real else "run", str(tmp_path))]
+    assert demo.verdict(table, near_domain=real) in out

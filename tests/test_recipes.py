@@ -1,5 +1,7 @@
 """Every recipe end to end, offline: tfds mock data, weights=None, tiny sizes."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -27,6 +29,8 @@ def _check_image_result(result, num_classes, tmp_path):
     assert int(result.evaluation.confusion.values.sum()) == 16
     for key in ("history_plot", "confusion_plot", "export_keras", "fine_tune_best"):
         assert key in result.paths, key
+    for key in ("history_plot", "confusion_plot"):
+        assert result.paths[key].endswith(".png") and os.path.getsize(result.paths[key]) > 1000, key
     exported = keras.saving.load_model(result.paths["export_keras"])
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(exported.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-5)
