@@ -18,6 +18,7 @@ import socket
 import threading
 import urllib.parse
 import urllib.request
+import warnings
 
 import keras
 import numpy as np
@@ -279,10 +280,21 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
         input_shape = (entry.input_size, entry.input_size, 3)
     input_shape = _check_input_shape(input_shape, entry.min_size, key)
     constructor = getattr(keras.applications, entry.constructor)
-    try:
-        model = constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=pooling,
-                            **dict(entry.kwargs))
-    except Exception as e:
+    # Keras warns once per layer it cannot load before it raises; our error below says it once, so those
+    # warnings are kept back, and said only if the model builds after all.
+    with warnings.catch_warnings(record=True) as said:
+        try:
+            model = constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=pooling,
+                                **dict(entry.kwargs))
+        except Exception as error:
+            failure = error
+        else:
+            failure = None
+    if failure is None:
+        for w in said:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    else:
+        e = failure
         if weights == "imagenet" and str(e).startswith("URL fetch failure"):
             # Keras' words are in the message: a second traceback of them would add nothing.
             raise _offline_weights_error(key, entry, e) from None
@@ -295,7 +307,7 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
                 "weights of this architecture without its classification top (a '..._notop.h5' or "
                 "'..._no_top.weights.h5' file)."
             ) from e
-        raise
+        raise e
     return Backbone(key, model, Preprocessing(entry.mode), entry.input_size, find_spec(model), entry.module, weights)
 
 

@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 import urllib.error
+import warnings
 
 import keras
 import numpy as np
@@ -159,8 +160,10 @@ def test_local_weights_file_loads_like_keras(mobilenet_weights):
 def test_weights_file_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "vgg16_no_top.weights.h5"
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
-    with pytest.raises(ValueError) as error:
+    with warnings.catch_warnings(record=True) as said, pytest.raises(ValueError) as error:
+        warnings.simplefilter("always")
         kt.get_backbone("mobilenet_v2", weights=str(path), input_shape=(32, 32, 3))
+    assert [str(w.message)[:40] for w in said] == []  # Keras warned once per layer (104 times) before it raised
     message = str(error.value)
     assert message.startswith(f"Could not load the weights file '{path}' into backbone 'mobilenet_v2' "
                               "(keras.applications.MobileNetV2, include_top=False): A total of 104 objects")
