@@ -178,7 +178,7 @@ def test_gradual_unfreezing_old_argument_names_still_work_and_warn():
         with pytest.warns(FutureWarning, match=r"`GradualUnfreezing\(max_blocks=...\)` is now `max_top_blocks=`"):
             callback = kt.GradualUnfreezing(start_blocks=1, max_blocks=2)
     assert (callback.top_blocks, callback.max_top_blocks) == (1, 2)
-    with pytest.raises(ValueError, match="Received: start_blocks=1, top_blocks=2"):
+    with pytest.raises(ValueError, match="Received: start_blocks=1, top_blocks=2"), pytest.warns(FutureWarning):
         kt.GradualUnfreezing(start_blocks=1, top_blocks=2)
     with pytest.raises(TypeError, match=r"GradualUnfreezing\(\) got unexpected keyword arguments: epochs"):
         kt.GradualUnfreezing(epochs=3)

@@ -177,7 +177,7 @@ def test_old_names_still_work_and_warn():
         distribution = distribute.auto_strategy(verbose=0)
     with pytest.warns(FutureWarning, match=r"`scale_batch_size\(strategy=...\)` is now `distribution=`"):
         assert scale_batch_size(8, strategy=distribution) == 8
-    with pytest.raises(ValueError, match="Received: strategy=.*, distribution="):
+    with pytest.raises(ValueError, match="Received: strategy=.*, distribution="), pytest.warns(FutureWarning):
         scale_batch_size(8, distribution, strategy=distribution)
     with pytest.raises(TypeError, match="scale_batch_size\\(\\) got unexpected keyword arguments: replicas"):
         scale_batch_size(8, replicas=2)

@@ -240,7 +240,8 @@ def test_nan_loss_stops_training_and_restores_the_best_checkpoint(shapes, tmp_pa
     model_holder = []
     grab = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: model_holder.append(grab.model),
                                           on_epoch_begin=diverge)
-    with pytest.warns(UserWarning, match="stopped on a NaN or infinite loss; restored the best checkpoint"):
+    with pytest.warns(UserWarning, match="stopped on a NaN or infinite loss; restored the best checkpoint"), \
+            pytest.warns(UserWarning, match="Epoch 2: not saving .*, the logs are not finite"):
         result = kt.fine_tune(_backbone(), train_ds, num_classes=4, head_epochs=3, fine_tune_epochs=0,
                               strategy="feature_extraction", cache_features=False, checkpoint_dir=str(tmp_path),
                               callbacks=[grab], verbose=0)

@@ -129,15 +129,15 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
 
     Example:
 
-    >>> import os, tempfile, numpy as np, tensorflow as tf
+    >>> import os, pathlib, tempfile, numpy as np, tensorflow as tf
     >>> from keras_transfer import data
     >>> root = tempfile.mkdtemp()
     >>> for name in ("cat", "dog"):
     ...     os.makedirs(os.path.join(root, name))
     ...     png = tf.io.encode_png(np.zeros((20, 30, 3), "uint8")).numpy()
     ...     for i in range(3):
-    ...         _ = open(os.path.join(root, name, f"{i}.png"), "wb").write(png)
-    >>> _ = open(os.path.join(root, "dog", "broken.jpg"), "wb").write(b"not an image")
+    ...         _ = pathlib.Path(root, name, f"{i}.png").write_bytes(png)
+    >>> _ = pathlib.Path(root, "dog", "broken.jpg").write_bytes(b"not an image")
     >>> ds = data.from_directory(root, image_size=(16, 16), batch_size=4)
     >>> ds.class_names, ds.skipped, sum(int(y.shape[0]) for _, y in ds)
     (['cat', 'dog'], 1, 6)
@@ -197,12 +197,12 @@ def from_dataframe(df, path_col, label_col, image_size=(224, 224), batch_size=32
 
     Example:
 
-    >>> import os, tempfile, numpy as np, pandas as pd, tensorflow as tf
+    >>> import os, pathlib, tempfile, numpy as np, pandas as pd, tensorflow as tf
     >>> from keras_transfer import data
     >>> root = tempfile.mkdtemp()
     >>> png = tf.io.encode_png(np.zeros((20, 30, 3), "uint8")).numpy()
     >>> for i in range(4):
-    ...     _ = open(os.path.join(root, f"{i}.png"), "wb").write(png)
+    ...     _ = pathlib.Path(root, f"{i}.png").write_bytes(png)
     >>> df = pd.DataFrame({"file": [f"{i}.png" for i in range(4)], "kind": ["b", "a", "b", "a"]})
     >>> ds = data.from_dataframe(df, "file", "kind", root=root, image_size=(8, 8), batch_size=4)
     >>> ds.class_names, next(iter(ds))[1].numpy().tolist()
