@@ -12,17 +12,20 @@ learning rates and its callbacks.
 
 Setup and training are measured apart, because a short run mixes them: 16
 steps of a 224 px EfficientNetB0 take about as long as tracing its train step.
-- Setup: seconds from the call (the hand-written side: from
+- Setup: process CPU seconds from the call (the hand-written side: from
   `build_classifier`) to the end of the first training step, compiling and
   tracing included. Each is the first thing a fresh process does, so neither
-  side inherits the other's warm caches; the sides alternate.
-- Steady state: images per second over the epochs after the first, the same
-  steps on both sides. In one process per repeat, the sides take turns epoch
-  by epoch: after each `fine_tune` epoch, a callback runs one epoch of the
-  hand-written model's `fit` on the same data. Runs that take turns by
-  process are a minute apart, and on a shared machine the load changes more
-  between them than the sides differ; alternating epochs a few seconds long
-  see nearly the same load.
+  side inherits the other's warm caches; the sides alternate. CPU time, not
+  wall time: on a shared machine the wall time of runs a minute apart moved
+  by a third, their CPU time by a tenth. The wall times are printed too.
+- Steady state: images per second at the median step of the epochs after
+  the first, the same steps on both sides. The sides take turns step by
+  step in one process per repeat: after each `fine_tune` step, a callback
+  runs one step of the hand-written model's compiled train function (the
+  one its `fit` traced) on a repeating iterator over the same data, so each
+  pair of steps shares the machine's load of that second. An epoch's first
+  step is left out on both sides: `fine_tune`'s carries `fit`'s epoch
+  boundary (a new iterator), which the repeating iterator has not.
 
 Each repeat pairs the sides (setup: the two runs side by side; steady
 state: one run), so `ratio` is the median of the per-repeat ratios, whose
@@ -55,8 +58,13 @@ BATCH_SIZE = 32
 NUM_CLASSES = 10
 
 
+def _now():
+    """(wall, process CPU) seconds."""
+    return time.perf_counter(), time.process_time()
+
+
 class _StepClock(keras.callbacks.Callback):
-    """Records `time.perf_counter()` at the end of every training batch.
+    """Records `_now()` at the end of every training batch.
 
     A callback with a batch hook makes Keras convert the batch's logs to
     Python numbers before calling it, so each time is taken after the step
@@ -68,32 +76,31 @@ class _StepClock(keras.callbacks.Callback):
         self.times = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+        self.times.append(_now())
 
 
 class _TakeTurns(_StepClock):
-    """In `fine_tune`'s `fit`: times each of its epochs, then runs and times one epoch of `model_by_hand`.
+    """In `fine_tune`'s `fit`: times each of its steps, then runs and times one step of `model_by_hand`.
 
-    A hand-written epoch is a `fit` of one epoch of `dataset`, from the call
-    to its return; a `fine_tune` epoch runs from the end of the hand-written
-    one before it to its own `on_epoch_end`. So each side pays its own epoch
-    boundary (a new iterator, and the teardown of the old one).
+    A `fine_tune` step runs from the end of the hand-written step before it
+    to its own batch hook. The hand-written steps come from one iterator
+    over `dataset` repeated, made before `fine_tune` starts.
     """
 
     def __init__(self, model_by_hand, dataset):
         super().__init__()
-        self.model_by_hand, self._dataset, self._mark = model_by_hand, dataset, None
-        self.epoch_seconds = {side: [] for side in SIDES}
+        self.model_by_hand, self._iterator, self._mark = model_by_hand, iter(dataset.repeat()), None
+        self.step_seconds = {side: [] for side in SIDES}
 
-    def on_epoch_end(self, epoch, logs=None):
-        end = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         if self._mark is not None:
-            self.epoch_seconds["fine_tune"].append(end - self._mark)
+            self.step_seconds["fine_tune"].append(self.times[-1][0] - self._mark)
         began = time.perf_counter()
-        # A batch hook of its own, so that both sides wait for each step's logs alike.
-        self.model_by_hand.fit(self._dataset, epochs=1, verbose=0, shuffle=False, callbacks=[_StepClock()])
+        # Waits for the step by reading its logs, as `fit` does before calling a batch hook.
+        keras.tree.map_structure(float, self.model_by_hand.train_function(self._iterator))
         self._mark = time.perf_counter()
-        self.epoch_seconds["hand_written"].append(self._mark - began)
+        self.step_seconds["hand_written"].append(self._mark - began)
 
 
 def _data(n, size):
@@ -112,12 +119,11 @@ def _backbone(name, size):
     return get_backbone(name, weights=None, input_shape=(size, size, 3), pooling=None).model
 
 
-def _hand_written(name, backbone, ds):
-    """The Keras guide's way, up to the end of its first training step. Returns (model, setup seconds)."""
+def _hand_written(name, backbone, ds, clock):
+    """The Keras guide's way, up to the end of its first training step (timed by `clock`). Returns (model, start)."""
     from keras_transfer.workflow import build_classifier
 
-    clock = _StepClock()
-    start = time.perf_counter()
+    start = _now()
     model = build_classifier(backbone, NUM_CLASSES)
     backbone.trainable = True
     for layer in backbone.layers:
@@ -126,14 +132,14 @@ def _hand_written(name, backbone, ds):
     model.compile(optimizer=keras.optimizers.Adam(1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(ds.take(1), epochs=1, verbose=0, shuffle=False, callbacks=[clock])
-    return model, clock.times[0] - start
+    return model, start
 
 
 def _fine_tune(backbone, ds, epochs, clock):
-    """Ours, timed by `clock` (its first time ends the setup). Returns (result, call time)."""
+    """Ours, timed by `clock` (its first time ends the setup). Returns (result, start)."""
     from keras_transfer.workflow import fine_tune
 
-    start = time.perf_counter()
+    start = _now()
     result = fine_tune(backbone, ds, num_classes=NUM_CLASSES, head_epochs=0, fine_tune_epochs=epochs,
                        strategy="fine_tune", top_blocks=2, early_stopping=False, mixed_precision=None, verbose=0,
                        callbacks=[clock])
@@ -145,27 +151,28 @@ def _trainable_params(model):
 
 
 def _setup_run(side, name, size, queue):
-    """In a fresh process: one side's setup seconds and trainable parameters."""
-    ds, backbone = _data(BATCH_SIZE, size), _backbone(name, size)
+    """In a fresh process: one side's setup (wall and CPU seconds) and its trainable parameters."""
+    ds, backbone, clock = _data(BATCH_SIZE, size), _backbone(name, size), _StepClock()
     if side == "hand_written":
-        model, seconds = _hand_written(name, backbone, ds)
-        queue.put({"seconds": seconds, "params": _trainable_params(model)})
+        model, start = _hand_written(name, backbone, ds, clock)
+        params = _trainable_params(model)
     else:
-        clock = _StepClock()
         result, start = _fine_tune(backbone, ds, 1, clock)
-        queue.put({"seconds": clock.times[0] - start, "params": result.trainable_params})
+        params = result.trainable_params
+    (wall, cpu), (wall_start, cpu_start) = clock.times[0], start
+    queue.put({"wall": wall - wall_start, "cpu": cpu - cpu_start, "params": params})
 
 
 def _steady_run(name, size, n, epochs, queue):
-    """In a fresh process: both sides' epoch seconds, taking turns (see the module docstring)."""
+    """In a fresh process: both sides' step seconds, taking turns (see the module docstring)."""
     ds = _data(n, size)
     # Both backbones before anything is traced: seeding for the second would make TensorFlow trace the
     # first one's train step again.
     backbones = {side: _backbone(name, size) for side in SIDES}
-    model_by_hand, _ = _hand_written(name, backbones["hand_written"], ds)
+    model_by_hand, _ = _hand_written(name, backbones["hand_written"], ds, _StepClock())
     turns = _TakeTurns(model_by_hand, ds)
     result, _ = _fine_tune(backbones["fine_tune"], ds, epochs, turns)
-    queue.put({"epoch_seconds": turns.epoch_seconds, "steps": len(turns.times),
+    queue.put({"step_seconds": turns.step_seconds, "steps": len(turns.times),
                "params": {"hand_written": _trainable_params(model_by_hand), "fine_tune": result.trainable_params}})
 
 
@@ -196,41 +203,44 @@ def run(quick=False, backbone=None, image_size=None, repeats=None):
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive integer. Received: repeats={repeats!r}")
     size = image_size or (64 if quick else 224)
-    # Quick mode times 6 steps: fewer would time one epoch boundary more than training.
-    n, epochs = (64, 4) if quick else (256, 3)
+    n, epochs = (128, 3) if quick else (256, 3)
     steps_per_epoch = n // BATCH_SIZE
+    # Steps (from 1) after the first epoch that do not start an epoch.
+    timed_steps = [k for k in range(steps_per_epoch + 1, steps_per_epoch * epochs + 1) if (k - 1) % steps_per_epoch]
     setup = {side: [] for side in SIDES}
     throughput = {side: [] for side in SIDES}
     for r in range(repeats):
-        params = {}
+        params, wall = {}, {}
         # Alternate who goes first, so drift on a shared machine hits both sides alike.
         for side in SIDES if r % 2 == 0 else SIDES[::-1]:
             record = common.in_fresh_process(_setup_run, side, backbone, size, label=f"{side} setup")
-            setup[side].append(record["seconds"])
-            params[side] = record["params"]
+            setup[side].append(record["cpu"])
+            wall[side], params[side] = record["wall"], record["params"]
         record = common.in_fresh_process(_steady_run, backbone, size, n, epochs, label="steady-state run")
         for p in (params, record["params"]):
             if p["hand_written"] != p["fine_tune"]:
                 raise RuntimeError(f"the two sides train different parameter sets: {p}")
         if record["steps"] != steps_per_epoch * epochs:
             raise RuntimeError(f"fine_tune trained {record['steps']} steps, not {steps_per_epoch * epochs}")
-        # The first epoch is the warm-up; fine_tune's has no hand-written turn before it to be timed from.
-        timed = {"fine_tune": record["epoch_seconds"]["fine_tune"],
-                 "hand_written": record["epoch_seconds"]["hand_written"][1:]}
+        seconds = record["step_seconds"]
+        # fine_tune's list starts at its step 2; the hand-written step after fine_tune's step k is at k - 1.
+        timed = {"fine_tune": [seconds["fine_tune"][k - 2] for k in timed_steps],
+                 "hand_written": [seconds["hand_written"][k - 1] for k in timed_steps]}
         for side in SIDES:
-            throughput[side].append(BATCH_SIZE * steps_per_epoch * len(timed[side]) / sum(timed[side]))
-        print(f"  setup: hand-written {setup['hand_written'][-1]:6.2f} s, fine_tune {setup['fine_tune'][-1]:6.2f} s; "
-              f"steady state: hand-written {throughput['hand_written'][-1]:6.1f}, "
-              f"fine_tune {throughput['fine_tune'][-1]:6.1f} images/s", flush=True)
+            throughput[side].append(BATCH_SIZE / statistics.median(timed[side]))
+        print(f"  setup CPU (wall) s: hand-written {setup['hand_written'][-1]:.2f} ({wall['hand_written']:.2f}), "
+              f"fine_tune {setup['fine_tune'][-1]:.2f} ({wall['fine_tune']:.2f}); steady state images/s: "
+              f"hand-written {throughput['hand_written'][-1]:.1f}, fine_tune {throughput['fine_tune'][-1]:.1f}",
+              flush=True)
     setting = f"{backbone} {size}px, top 2 blocks"
     return pd.DataFrame([
-        _row(f"fine_tune steady-state training throughput, {setting}, steps {steps_per_epoch + 1}-"
-             f"{steps_per_epoch * epochs}, sides taking turns epoch by epoch",
-             "hand-written Keras compile+fit, same steps", throughput["fine_tune"], throughput["hand_written"],
-             "images/s", THROUGHPUT_TARGET, True),
+        _row(f"fine_tune steady-state training throughput at the median step, {setting}, {len(timed_steps)} steps "
+             f"of epochs 2-{epochs} (not their first), sides taking turns step by step",
+             "hand-written Keras compile+fit's train step, same steps", throughput["fine_tune"],
+             throughput["hand_written"], "images/s", THROUGHPUT_TARGET, True),
         _row(f"fine_tune setup, call to end of first step (discovery, optimizer, compile, tracing), {setting}",
              "hand-written build_classifier+trainable+compile+first step", setup["fine_tune"],
-             setup["hand_written"], "s", SETUP_TARGET, False),
+             setup["hand_written"], "CPU s", SETUP_TARGET, False),
     ])
 
 
