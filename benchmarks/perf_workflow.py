@@ -16,8 +16,10 @@ steps of a 224 px EfficientNetB0 take about as long as tracing its train step.
   `build_classifier`) to the end of the first training step, compiling and
   tracing included. Each is the first thing a fresh process does, so neither
   side inherits the other's warm caches; the sides alternate. CPU time, not
-  wall time: on a shared machine the wall time of runs a minute apart moved
-  by a third, their CPU time by a tenth. The wall times are printed too.
+  wall time: under other workers' load the wall time of runs a minute apart
+  moved by a third, their CPU time by a tenth. Even on an idle machine one
+  fresh process traces up to a fifth faster than the next, so read the
+  range. The wall times are printed too.
 - Steady state: images per second at the median step of the epochs after
   the first, the same steps on both sides. The sides take turns step by
   step in one process per repeat: after each `fine_tune` step, a callback
