@@ -198,13 +198,12 @@ def _row(measure, baseline, ours, theirs, unit, target, higher_is_better):
 
 def run(quick=False, backbone=None, image_size=None, repeats=None):
     """Returns the benchmark table: a steady-state throughput row and a setup row (see the module docstring)."""
-    backbone = backbone or ("mobilenet_v2" if quick else "efficientnet_b0")
-    if backbone not in TOP_TWO_BLOCKS:
-        raise ValueError(f"Unknown `backbone`: {backbone!r}. Valid names: {sorted(TOP_TWO_BLOCKS)}")
-    repeats = repeats or (1 if quick else 3)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats` must be a positive integer. Received: repeats={repeats!r}")
-    size = image_size or (64 if quick else 224)
+    from keras_transfer import _checks
+
+    backbone = _checks.choice("backbone", backbone or ("mobilenet_v2" if quick else "efficientnet_b0"),
+                              sorted(TOP_TWO_BLOCKS))
+    repeats = _checks.positive_int("repeats", repeats, optional=True) or (1 if quick else 3)
+    size = _checks.positive_int("image_size", image_size, optional=True) or (64 if quick else 224)
     n, epochs = (128, 3) if quick else (256, 3)
     steps_per_epoch = n // BATCH_SIZE
     # Steps (from 1) after the first epoch that do not start an epoch.
