@@ -6,9 +6,10 @@ A backbone is a sequence of blocks ordered from input to output (EfficientNet
 backbone form the block `head`. Freezing, learning rates, LoRA, diagnostics and
 reports all speak in blocks.
 
-How layers are grouped is data, not code: `BLOCK_SPECS` holds one `BlockSpec`
-per family, a small table of regular expressions over layer names. Any other
-model falls back to a generic grouping (nested models, then name prefixes).
+How layers are grouped is data, not code: `BLOCK_SPECS` (in
+`keras_transfer.specs`) holds one `BlockSpec` per family, a small table of
+regular expressions over layer names. Any other model falls back to a
+generic grouping (nested models, then name prefixes).
 """
 
 import dataclasses
@@ -18,173 +19,13 @@ import weakref
 
 import keras
 
-from keras_transfer import _checks
 from keras_transfer import _keras_compat as compat
+from keras_transfer.specs import BLOCK_SPECS, BlockSpec
 
 HEAD = "head"
 _WARNED = weakref.WeakSet()  # models already told they fall back to generic blocks
 # Specs added with `register_block_spec`, newest first; tried before BLOCK_SPECS.
 _REGISTERED = []
-
-
-def _check_regex(name, regex):
-    try:
-        re.compile(regex)
-    except (re.error, TypeError) as error:
-        raise ValueError(f"`{name}` must be a regular expression. Received: {name}={regex!r} ({error})") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockSpec:
-    """How one architecture family's layers group into blocks.
-
-    Args:
-        family: a short family name, shown in reports.
-        model: regex, full-matched against the model's `name` or class name.
-        rules: ordered `(block, regex)` pairs. A layer whose name full-matches
-            `regex` goes to block `block`, which may use the regex's groups
-            (`r"\\1"`). Rules only move forward: once a layer matched rule `k`,
-            later layers are matched against rules `k..` only.
-        unmatched: where a layer that matches no rule goes: `"previous"` joins
-            the block of the last matched layer, `"next"` the block of the
-            next matched layer (for families whose blocks end at a named
-            layer, such as InceptionV3's `mixedN`).
-        expand: regex of top-level layers to open into their sublayers before
-            matching (a ViT's encoder holds all its transformer blocks).
-        signature: layer-name regexes that all must be present; they
-            recognise the family in a renamed model.
-    """
-
-    family: str
-    model: str
-    rules: tuple
-    unmatched: str = "previous"
-    expand: str = ""
-    signature: tuple = ()
-
-    def __post_init__(self):
-        if not isinstance(self.family, str) or not self.family:
-            raise ValueError(f"`family` must be a non-empty string. Received: family={self.family!r}")
-        _check_regex("model", self.model)
-        if (not isinstance(self.rules, (tuple, list)) or not self.rules
-                or not all(isinstance(r, (tuple, list)) and len(r) == 2 for r in self.rules)):
-            raise ValueError(f"`rules` must be a non-empty sequence of (block, regex) pairs. "
-                             f"Received: rules={self.rules!r}")
-        for block, regex in self.rules:
-            _check_regex(f"rules[{block!r}]", regex)
-        _checks.choice("unmatched", self.unmatched, ("previous", "next"))
-        if self.expand:
-            _check_regex("expand", self.expand)
-        for regex in self.signature:
-            _check_regex("signature", regex)
-        # Frozen and hashable: store sequences as tuples.
-        object.__setattr__(self, "rules", tuple(tuple(r) for r in self.rules))
-        object.__setattr__(self, "signature", tuple(self.signature))
-
-
-_TOP = r"avg_pool|max_pool|predictions|global_.*_pooling2d(_\d+)?|flatten(_\d+)?"
-
-BLOCK_SPECS = (
-    BlockSpec(
-        "efficientnet",
-        r"efficientnet(b\d|v2-.*)",
-        (("stem", r"stem_.*"), (r"\1", r"(block\d+)[a-z]_.*"), ("top", rf"top_.*|{_TOP}")),
-        signature=(r"stem_conv", r"top_conv", r"block1a_.*"),
-    ),
-    BlockSpec(
-        "resnet",
-        r"resnet\d+(v2)?",
-        (("stem", r"conv1_.*|pool1_.*"), (r"\1", r"(conv\d)_block.*"), ("top", rf"post_.*|{_TOP}")),
-        signature=(r"conv1_conv", r"conv2_block1_.*", r"conv5_block\d+_out"),
-    ),
-    BlockSpec(
-        "mobilenet_v2",
-        r"mobilenetv2_.*",
-        (
-            ("stem", r"Conv1|bn_Conv1|Conv1_relu|expanded_conv_.*"),
-            (r"\1", r"(block_\d+)_.*"),
-            ("top", rf"Conv_1|Conv_1_bn|out_relu|{_TOP}"),
-        ),
-        signature=(r"Conv1", r"block_1_expand", r"Conv_1"),
-    ),
-    BlockSpec(
-        "mobilenet_v3",
-        r"MobileNetV3(Small|Large)",
-        (
-            ("stem", r"conv|conv_bn"),
-            (r"\1", r"(expanded_conv(?:_\d+)?)_.*"),
-            ("top", rf"conv_1|conv_1_bn|conv_2|logits|{_TOP}"),
-        ),
-        signature=(r"conv_bn", r"expanded_conv_depthwise", r"conv_1_bn"),
-    ),
-    BlockSpec(
-        "convnext",
-        r"convnext_.*",
-        (
-            ("stem", r".*_stem"),
-            (r"\1", r".*_(stage_\d+)_block_\d+_.*"),
-            ("top", rf".*_head_.*|layer_normalization(_\d+)?|{_TOP}"),
-        ),
-        unmatched="next",
-        signature=(r".*_prestem_normalization", r".*_stage_0_block_0_.*"),
-    ),
-    BlockSpec(
-        "densenet",
-        r"densenet\d+",
-        (("stem", r"conv1_.*|pool1"), (r"\1", r"(conv\d)_block.*"), ("top", rf"bn|relu|{_TOP}")),
-        signature=(r"conv1_conv", r"conv2_block1_0_bn", r"pool2_conv"),
-    ),
-    BlockSpec(
-        "vgg",
-        r"vgg1[69]",
-        ((r"\1", r"(block\d)_.*"), ("top", rf"fc1|fc2|{_TOP}")),
-        signature=(r"block1_conv1", r"block5_conv3", r"block5_pool"),
-    ),
-    BlockSpec(
-        "xception",
-        r"xception",
-        ((r"\1", r"(block\d+)_.*"), ("top", _TOP)),
-        signature=(r"block1_conv1_bn", r"block14_sepconv2"),
-    ),
-    BlockSpec(
-        "inception_v3",
-        r"inception_v3",
-        (("stem", r"max_pooling2d(_\d+)?"), (r"\1", r"(mixed\d+)"), ("top", _TOP)),
-        unmatched="next",
-        signature=(r"mixed0", r"mixed10"),
-    ),
-    # keras-hub backbones, recognised by class name.
-    BlockSpec(
-        "keras_hub.resnet",
-        r"ResNetBackbone",
-        (("stem", r"conv1_.*|pool1_.*"), (r"\1", r"(stack\d+)_.*"), ("top", r"post_.*")),
-    ),
-    BlockSpec(
-        "keras_hub.efficientnet",
-        r"EfficientNetBackbone",
-        (("stem", r"stem_.*"), (r"\1", r"(block\d+)[a-z]_.*"), ("top", r"top_.*")),
-    ),
-    BlockSpec(
-        "keras_hub.vit",
-        r"ViTBackbone",
-        (
-            ("embeddings", r"vit_patching_and_embedding"),
-            (r"\1", r"(transformer_block_\d+)"),
-            ("top", r"ln"),
-        ),
-        expand=r"vit_encoder",
-    ),
-    BlockSpec(
-        "keras_hub.transformer",
-        r".*Backbone",
-        (
-            ("embeddings", r".*embedding.*|embeddings_.*"),
-            (r"\1", r"(transformer_layer_\d+)"),
-            ("pooler", r"pooled_dense|final_layernorm|.*_layer_norm"),
-        ),
-        signature=(r"transformer_layer_0",),
-    ),
-)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

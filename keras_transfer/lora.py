@@ -23,13 +23,14 @@ for the same reason.
 import json
 import math
 import pathlib
+import re
 
 import keras
 import numpy as np
 import pandas as pd
 
 from keras_transfer import _keras_compat as compat
-from keras_transfer.blocks import compile_selector, count_params, get_blocks
+from keras_transfer.blocks import compile_selector, count_params, find_spec, get_blocks
 from keras_transfer.freezing import freeze
 
 ADAPTER_FORMAT = "keras_transfer.lora_adapters"
@@ -620,6 +621,12 @@ def _resolve_targets(model, blocks, targets):
     candidates = _candidates(blocks)
     names = [b.name for b in blocks]
     if targets is None:
+        spec = find_spec(model)
+        if spec is not None and spec.lora_targets:
+            patterns = [re.compile(regex) for regex in spec.lora_targets]
+            chosen = [layer for _, layer in candidates if any(p.fullmatch(layer.name) for p in patterns)]
+            if chosen:
+                return chosen
         chosen = [layer for _, layer in candidates if layer.name in ATTENTION_TARGETS]
         if not chosen:
             dense_blocks = [name for name, layer in candidates if isinstance(layer, keras.layers.Dense)]
