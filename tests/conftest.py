@@ -69,3 +69,20 @@ def hymenoptera_dir():
     if not HYMENOPTERA.exists():
         pytest.skip(f"real assets not found at {ASSETS}")
     return HYMENOPTERA
+
+
+@pytest.fixture
+def keras_downloads_fail(monkeypatch, tmp_path):
+    """An empty Keras cache whose downloads fail as they do without a network (name resolution)."""
+    import socket
+    import urllib.error
+
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)

@@ -3,7 +3,6 @@
 import socket
 import threading
 import time
-import urllib.error
 import warnings
 
 import keras
@@ -170,20 +169,10 @@ def test_weights_file_of_another_architecture_is_a_clear_error(tmp_path):
     assert "List of objects" not in message and message.endswith("'..._no_top.weights.h5' file).")
 
 
-def test_offline_imagenet_download_says_so_and_how_to_pass_a_file(monkeypatch, tmp_path):
-    from keras.src.backend import config
-    from keras.src.utils import file_utils
-
+def test_offline_imagenet_download_says_so_and_how_to_pass_a_file(monkeypatch, tmp_path, keras_downloads_fail):
     from keras_transfer import backbones
     from keras_transfer.backbones import OfflineError
 
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
-
-    # An empty Keras cache, so the real get_file goes to the (unreachable) network.
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
     checked = []
     monkeypatch.setattr(backbones, "_network_problem", lambda url: checked.append(url) or "could not reach it")
     with pytest.raises(OfflineError) as error:

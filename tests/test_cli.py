@@ -207,22 +207,10 @@ def test_run_offline_fails_at_once_in_the_command_line_words(monkeypatch, tmp_pa
     )
 
 
-def test_run_offline_imagenet_weights_name_the_weights_flag(monkeypatch, tmp_path):
+def test_run_offline_imagenet_weights_name_the_weights_flag(monkeypatch, tmp_path, keras_downloads_fail):
     """The offline weights error said `get_backbone(..., weights=...)` to a command-line user."""
-    import socket
-    import urllib.error
-
-    from keras.src.backend import config
-    from keras.src.utils import file_utils
-
     from keras_transfer import backbones
 
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
     monkeypatch.setattr(backbones, "_network_problem", lambda url=None: "no answer")
     with pytest.raises(SystemExit) as exit_:
         cli.main(["run", "dog_breeds", "--backbone", "mobilenet_v2", "--image-size", "96"])
