@@ -151,8 +151,7 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
     paths, labels = [], []
     for index, name in enumerate(class_names):
         folder = os.path.join(path, name)
-        files = sorted(os.path.join(folder, f) for f in tf.io.gfile.listdir(folder)
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = _image_files(folder)
         if not files:
             raise ValueError(_dataset_root_message(path, class_names)
                              or f"The class folder '{folder}' holds no image files "
@@ -492,9 +491,14 @@ def _dataset_root_message(path, subfolders):
 def _holds_class_folders(folder):
     for name in tf.io.gfile.listdir(folder):
         sub = os.path.join(folder, name.rstrip("/"))
-        if tf.io.gfile.isdir(sub) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in tf.io.gfile.listdir(sub)):
+        if tf.io.gfile.isdir(sub) and _image_files(sub):
             return True
     return False
+
+
+def _image_files(folder):
+    """The image files directly in `folder` (by extension, any case), sorted, as full paths."""
+    return sorted(os.path.join(folder, f) for f in tf.io.gfile.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def _check_path(path):
