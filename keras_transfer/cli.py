@@ -264,7 +264,7 @@ def build_parser():
 
     run = sub.add_parser(
         "run",
-        help="run a recipe (dog_breeds, flowers, pets, imdb); --list lists them",
+        help="run a recipe (dog_breeds, flowers, pets, imdb, imdb_gemma); --list lists them",
         description="Runs a recipe. Every field of its config is an option "
         "(keras-transfer run RECIPE --help lists them): "
         "keras-transfer run dog_breeds --backbone resnet50 --strategy fine_tune --fine-tune-epochs 5",

@@ -6,6 +6,7 @@ here. No recipe builds a pipeline or a training loop of its own.
 """
 
 import dataclasses
+import os
 import pathlib
 import time
 from typing import Literal
@@ -172,23 +173,9 @@ def run_image_recipe(name, config):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TextRecipeConfig(FineTuneConfig, _Task):
-    """Published defaults of a text-classification recipe (keras-hub backbone + LoRA).
-
-    As `ImageRecipeConfig`: every `FineTuneConfig` field is one too.
-    `weights` is a keras-hub preset name (downloaded on first use) or a local
-    preset directory (written by `task.save_to_preset(dir)`), which runs offline.
-    `lora_rank=None` is rank 8.
-
-    Example:
-
-    >>> from keras_transfer.recipe import TextRecipeConfig
-    >>> TextRecipeConfig("imdb_reviews", 2, lora_rank=4).strategy
-    'lora'
-    """
-
-    weights: str = "bert_tiny_en_uncased"
-    task: str = "BertTextClassifier"
+class _TextRecipeFields(FineTuneConfig, _Task):
+    # What every text recipe has, encoder task or decoder LLM.
+    weights: str
     train_split: str = "train"
     val_split: str = "test"
     sequence_length: int = 256
@@ -207,7 +194,77 @@ class TextRecipeConfig(FineTuneConfig, _Task):
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.weights, (str, os.PathLike)) or not str(self.weights):
+            raise ValueError("`weights` must be a keras-hub preset name or a local preset directory. "
+                             f"Received: weights={self.weights!r}")
         _check_recipe_fields(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TextRecipeConfig(_TextRecipeFields):
+    """Published defaults of a text-classification recipe (keras-hub backbone + LoRA).
+
+    As `ImageRecipeConfig`: every `FineTuneConfig` field is one too.
+    `weights` is a keras-hub preset name (downloaded on first use) or a local
+    preset directory (written by `task.save_to_preset(dir)`), which runs offline.
+    `lora_rank=None` is rank 8.
+
+    Example:
+
+    >>> from keras_transfer.recipe import TextRecipeConfig
+    >>> TextRecipeConfig("imdb_reviews", 2, lora_rank=4).strategy
+    'lora'
+    """
+
+    weights: str = "bert_tiny_en_uncased"
+    task: str = "BertTextClassifier"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DecoderTextRecipeConfig(_TextRecipeFields):
+    """Published defaults of a text-classification recipe on a decoder LLM (Gemma, Llama, ...).
+
+    keras-hub has no text-classifier task for decoder LLMs, so the model is
+    assembled as in KerasHub's getting-started guide (`build_decoder_classifier`):
+    the preset's backbone and tokenizer, the features of each text's last
+    token (the only one that attends to the whole text), then a head of
+    `hidden_units` ReLU units (None: none), dropout and a Dense layer.
+    Texts are tokenized in the tf.data pipeline, padded or cut to
+    `sequence_length` tokens between the tokenizer's start and end tokens.
+
+    The fields are `TextRecipeConfig`'s without `task`, and:
+        hidden_units: width of the head's hidden layer, or None.
+        dtype: the backbone's dtype (`"bfloat16"` halves its memory on
+            GPUs that compute in it: A100, L4, TPU); None keeps the preset's.
+        export_model: also write the merged model (`kt.export`, a `.keras`
+            file and a SavedModel, each as large as the LLM, and a second
+            copy of it in memory while merging). The LoRA adapters and the
+            head are always saved, to `<output_dir>/<recipe>/adapters.npz`.
+
+    Example:
+
+    >>> from keras_transfer.recipe import DecoderTextRecipeConfig
+    >>> config = DecoderTextRecipeConfig("imdb_reviews", 2, lora_rank=4)
+    >>> config.weights, config.hidden_units, config.strategy
+    ('gemma2_instruct_2b_en', 2048, 'lora')
+    """
+
+    weights: str = "gemma2_instruct_2b_en"
+    hidden_units: int | None = 2048
+    dtype: str | None = None
+    export_model: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.positive_int("hidden_units", self.hidden_units, optional=True)
+        if self.dtype is not None:
+            try:
+                keras.dtype_policies.get(self.dtype)
+            except (ValueError, TypeError):
+                raise ValueError("`dtype` must be None or a Keras dtype or dtype policy name, such as 'bfloat16'. "
+                                 f"Received: dtype={self.dtype!r}") from None
+        if not isinstance(self.export_model, bool):
+            raise ValueError(f"`export_model` must be True or False. Received: export_model={self.export_model!r}")
 
 
 def _check_recipe_fields(config):
@@ -217,12 +274,128 @@ def _check_recipe_fields(config):
     _checks.positive_int("max_examples", config.max_examples, optional=True)
 
 
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class LastTokenPooling(keras.layers.Layer):
+    """Each sequence's features at its last unpadded token: `(batch, length, dim)` -> `(batch, dim)`.
+
+    In a decoder LLM attention runs left to right, so only the last token has
+    seen the whole text: it is the one to classify from. Padding may be on
+    either side; a sequence with no unpadded token gives its first position.
+
+    Call arguments:
+        inputs: the backbone's sequence output, `(batch, length, dim)`.
+        padding_mask: `(batch, length)`, true (or 1) at real tokens.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer.recipe import LastTokenPooling
+    >>> x = np.arange(12, dtype="float32").reshape(2, 3, 2)
+    >>> LastTokenPooling()(x, np.array([[1, 1, 0], [1, 1, 1]])).numpy().tolist()
+    [[2.0, 3.0], [10.0, 11.0]]
+    """
+
+    def call(self, inputs, padding_mask):
+        mask = keras.ops.cast(padding_mask, "int32")
+        positions = keras.ops.arange(keras.ops.shape(inputs)[1], dtype="int32")
+        last = keras.ops.max(mask * positions[None, :], axis=1)
+        return keras.ops.take_along_axis(inputs, last[:, None, None], axis=1)[:, 0, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+def build_decoder_classifier(backbone, num_classes, hidden_units=2048, dropout=0.1):
+    """A classifier on a keras-hub decoder LLM backbone, pooled at each text's last token.
+
+    The model of KerasHub's getting-started guide: `backbone ->
+    LastTokenPooling -> Dense(hidden_units, relu) -> Dropout -> Dense(num_classes)`,
+    a functional model whose new layers form the `head` block, so `fine_tune`,
+    `kt.apply_lora` and `kt.load_adapters` treat it as any classifier. Its
+    outputs are logits; its inputs the backbone's (`token_ids`, `padding_mask`).
+
+    Args:
+        backbone: a keras-hub backbone whose inputs include `token_ids` and
+            `padding_mask` and whose output is `(batch, length, dim)` (Gemma,
+            Llama, Mistral, ...).
+        num_classes: classes of the head (>= 2).
+        hidden_units: width of the hidden ReLU layer, or None for none.
+        dropout: dropout rate before the last layer, in [0, 1).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> import keras_hub
+    >>> from keras_transfer.recipe import build_decoder_classifier
+    >>> backbone = keras_hub.models.GemmaBackbone(vocabulary_size=16, num_layers=1, num_query_heads=2,
+    ...     num_key_value_heads=1, hidden_dim=8, intermediate_dim=16, head_dim=4)
+    >>> model = build_decoder_classifier(backbone, num_classes=2, hidden_units=4)
+    >>> [layer.name for layer in model.layers[-4:]], model.output.shape
+    (['last_token', 'pooled_dense', 'head_dropout', 'logits'], (None, 2))
+    """
+    inputs = getattr(backbone, "input", None) if isinstance(backbone, keras.Model) else None
+    if not isinstance(inputs, dict) or not {"token_ids", "padding_mask"} <= set(inputs):
+        raise ValueError("`backbone` must be a keras-hub backbone with `token_ids` and `padding_mask` inputs. "
+                         f"Received: backbone={backbone!r} with inputs {inputs!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
+    _checks.positive_int("hidden_units", hidden_units, optional=True)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+    x = LastTokenPooling(name="last_token")(backbone(inputs), inputs["padding_mask"])
+    if hidden_units is not None:
+        x = keras.layers.Dense(hidden_units, activation="relu", name="pooled_dense")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier")
+
+
+def _decoder_model(config):
+    """(classifier, tokenizer) of a `DecoderTextRecipeConfig`, from its preset; offline, our `OfflineError`."""
+    import keras_hub
+
+    from keras_transfer.backbones import _from_preset
+
+    local = ("weights", "/path/to/preset")
+    tokenizer = _from_preset(keras_hub.tokenizers.Tokenizer, os.fspath(config.weights), {}, local)
+    kwargs = {} if config.dtype is None else {"dtype": config.dtype}
+    backbone = _from_preset(keras_hub.models.Backbone, os.fspath(config.weights), kwargs, local)
+    model = build_decoder_classifier(backbone, config.num_classes, config.hidden_units, config.dropout)
+    return model, tokenizer
+
+
+def _tokenized(dataset, tokenizer, sequence_length):
+    """`(texts, labels)` batches as `({"token_ids", "padding_mask"}, labels)`, between start and end tokens."""
+    import keras_hub
+
+    packer = keras_hub.layers.StartEndPacker(
+        start_value=getattr(tokenizer, "start_token_id", None), end_value=getattr(tokenizer, "end_token_id", None),
+        pad_value=getattr(tokenizer, "pad_token_id", None) or 0, sequence_length=sequence_length,
+        return_padding_mask=True)
+
+    def tokenize(texts, labels):
+        token_ids, padding_mask = packer(tokenizer(texts))
+        return {"token_ids": token_ids, "padding_mask": padding_mask}, labels
+
+    tokenized = dataset.map(tokenize, num_parallel_calls=-1).prefetch(-1)  # -1: tf.data.AUTOTUNE
+    tokenized.class_names = getattr(dataset, "class_names", None)
+    return tokenized
+
+
 def run_text_recipe(name, config):
-    """Runs a text recipe: keras-hub task from a preset, tfds text pipeline, `fine_tune`.
+    """Runs a text recipe: keras-hub model from a preset, tfds text pipeline, `fine_tune`, export.
+
+    A `TextRecipeConfig` loads its keras-hub task (preprocessing inside);
+    a `DecoderTextRecipeConfig` assembles `build_decoder_classifier` from the
+    preset's backbone and tokenizer, tokenizes in the pipeline, and saves the
+    LoRA adapters and head (`kt.save_adapters`) rather than the whole LLM
+    unless `export_model`.
 
     Args:
         name: the recipe's name (folder name of its outputs).
-        config: a `TextRecipeConfig`.
+        config: a `TextRecipeConfig` or `DecoderTextRecipeConfig`.
 
     Returns:
         A `RecipeResult`.
@@ -232,19 +405,33 @@ def run_text_recipe(name, config):
     >>> from keras_transfer.recipes import imdb
     >>> result = imdb.run(fine_tune_epochs=1)  # doctest: +SKIP
     """
+    from keras_transfer import _keras_compat as compat
     from keras_transfer import data
     from keras_transfer.backbones import load_hub_task
+    from keras_transfer.lora import LoRADense, LoRAEinsumDense, save_adapters
     from keras_transfer.workflow import export, fine_tune
 
+    if not isinstance(config, (TextRecipeConfig, DecoderTextRecipeConfig)):
+        raise TypeError(f"`config` must be a TextRecipeConfig or DecoderTextRecipeConfig. Received: config={config!r}")
     start = time.perf_counter()
     out = pathlib.Path(config.output_dir) / name
-    model = load_hub_task(config.task, config.weights, num_classes=config.num_classes,
-                          sequence_length=config.sequence_length)
+    decoder = isinstance(config, DecoderTextRecipeConfig)
+    if decoder:
+        model, tokenizer = _decoder_model(config)
+    else:
+        model = load_hub_task(config.task, config.weights, num_classes=config.num_classes,
+                              sequence_length=config.sequence_length)
     loader = dict(batch_size=config.batch_size, data_dir=config.data_dir, max_examples=config.max_examples)
     train_ds = data.text_from_tfds(config.dataset, split=config.train_split, shuffle=True, seed=0, **loader)
     val_ds = data.text_from_tfds(config.dataset, split=config.val_split, **loader)
+    if decoder:
+        train_ds, val_ds = (_tokenized(ds, tokenizer, config.sequence_length) for ds in (train_ds, val_ds))
     result = fine_tune(model, train_ds, val_ds, config, checkpoint_dir=config.checkpoint_dir or str(out / "checkpoints"))
     paths = dict(result.paths)
-    paths.update({f"export_{k}": v for k, v in export(result.model, out / "model").items()})
+    if decoder and any(isinstance(layer, (LoRADense, LoRAEinsumDense)) for layer in compat.walk_layers(result.model)):
+        out.mkdir(parents=True, exist_ok=True)
+        paths["adapters"] = save_adapters(result.model, out / "adapters", include_head=True)
+    if not decoder or config.export_model:
+        paths.update({f"export_{k}": v for k, v in export(result.model, out / "model").items()})
     return RecipeResult(name, config, result.history, result.metrics, None, result.model, paths,
                         time.perf_counter() - start)

@@ -6,4 +6,4 @@ Each recipe is a module with a `CONFIG` of published defaults and `run(**overrid
 >>> result = dog_breeds.run(backbone="resnet50", strategy="fine_tune")  # doctest: +SKIP
 """
 
-RECIPES = ("dog_breeds", "flowers", "pets", "imdb")
+RECIPES = ("dog_breeds", "flowers", "pets", "imdb", "imdb_gemma")
