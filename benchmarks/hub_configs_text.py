@@ -6,8 +6,10 @@ size 16-32, a vocabulary of 128. The block-discovery benchmark and
 `tests/test_hub_text_specs.py` use them; their block structure is the
 pretrained presets', only smaller.
 
-`UNKNOWN_TEXT_CONFIGS` holds a text family that keras_transfer has no spec for,
-to exercise the generic fallback.
+`VARIANT_CONFIGS` holds other shapes the same specs must handle (a Gemma3
+with a vision encoder, an ALBERT with several groups, a Gemma3 embedding
+model), and `UNKNOWN_TEXT_CONFIGS` a text family keras_transfer has no spec
+for (FNet), which goes through the generic fallback.
 """
 
 import keras_hub
@@ -142,4 +144,49 @@ TEXT_CONFIGS = {
     "qwen3": _qwen3,
     "phi3": _phi3,
     "gpt2": _gpt2,
+}
+
+
+def _gemma3_vision():
+    encoder = keras_hub.models.Gemma3VisionEncoder(
+        image_size=16, patch_size=4, num_heads=2, hidden_dim=8, num_layers=1, intermediate_dim=16,
+        output_dim=16, pool_size=2,
+    )
+    return keras_hub.models.Gemma3Backbone(
+        vocabulary_size=VOCAB, image_size=16, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8,
+        vision_encoder=encoder,
+    )
+
+
+def _gemma3_embedding():
+    return keras_hub.models.Gemma3Backbone(
+        vocabulary_size=VOCAB, image_size=16, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8,
+        vision_encoder=None, is_embedding_model=True, pooling_intermediate_dim=32, embedding_dim=8,
+    )
+
+
+def _albert_groups():
+    # Two groups of two distinct layers, each group called twice: 8 layers deep, 4 weight sets.
+    return keras_hub.models.AlbertBackbone(
+        vocabulary_size=VOCAB, num_layers=4, num_heads=2, embedding_dim=8, hidden_dim=16,
+        intermediate_dim=32, num_groups=2, num_inner_repetitions=2, max_sequence_length=32,
+    )
+
+
+def _f_net():
+    return keras_hub.models.FNetBackbone(
+        vocabulary_size=VOCAB, num_layers=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32,
+    )
+
+
+VARIANT_CONFIGS = {
+    "gemma3_vision": _gemma3_vision,
+    "gemma3_embedding": _gemma3_embedding,
+    "albert_groups": _albert_groups,
+}
+
+UNKNOWN_TEXT_CONFIGS = {
+    "f_net": _f_net,
 }

@@ -8,12 +8,14 @@ of its variables' paths), then its final norm or pooler where it has one:
   families with a pooled `[CLS]` output (BERT, ALBERT, ELECTRA). DeBERTaV3's
   layers are `disentangled_attention_encoder_layer_N`; its relative position
   embeddings (`rel_embedding`), shared by every layer, are embeddings.
-- decoder LLMs: `embeddings`, `transformer_layer_0..N-1` (Gemma:
-  `decoder_block_N`), `final_norm`.
+- decoder LLMs: `embeddings`, `transformer_layer_0..N-1` (Gemma, Gemma3:
+  `decoder_block_N`), `final_norm`. A Gemma3 with images has a
+  `vision_encoder` block after `embeddings`, and a Gemma3 embedding model a
+  `pooler` after `final_norm`.
 
 Token embeddings are one layer, so they form one block, `embeddings`, also
 where the LM head reuses them (tied weights: Gemma, Qwen) or keeps its own
-`reverse_embeddings` inside the same layer (untied Llama, Mistral, Phi3):
+`reverse_embeddings` inside the same layer (Llama, Mistral, Phi3 untied):
 blocks group layers, and a layer's variables stay together.
 
 ALBERT shares its transformer layer across depth: `num_layers` calls of
@@ -61,8 +63,21 @@ SPECS = (
     _encoder("albert", r"AlbertBackbone", layers=(r"\1", r"(group_\d+_inner_layer_\d+)"), pooler=r"pooled_dense"),
     _encoder("electra", r"ElectraBackbone", pooler=r"pooled_dense"),
     _decoder("gemma", r"GemmaBackbone", r"final_normalization", layers=(r"\1", r"(decoder_block_\d+)")),
-    # Text-only Gemma3 (the 1B presets, or `vision_encoder=None`).
-    _decoder("gemma3", r"Gemma3Backbone", r"final_normalization", layers=(r"\1", r"(decoder_block_\d+)")),
+    # With a vision encoder (the 4B+ presets) it is a block of its own, feeding the interleaved
+    # embeddings; its attention's `query_proj` / `value_proj` are LoRA targets too, as in
+    # `Gemma3Backbone.default_lora_layer_names`. An embedding model ends in a `pooler`.
+    BlockSpec(
+        "keras_hub.gemma3",
+        r"Gemma3Backbone",
+        (
+            ("embeddings", r"token_embedding"),
+            ("vision_encoder", r"gemma3_vision_encoder|interleave_embeddings"),
+            (r"\1", r"(decoder_block_\d+)"),
+            ("final_norm", r"final_normalization"),
+            ("pooler", r"mean_pooling|pooling_dense_\d+|embedding_projection|unit_normalization"),
+        ),
+        lora_targets=_QUERY_VALUE + (r"query_proj", r"value_proj"),
+    ),
     _decoder("llama", r"LlamaBackbone", r"sequence_output_layernorm"),
     _decoder("llama3", r"Llama3Backbone", r"sequence_output_layernorm"),
     _decoder("mistral", r"MistralBackbone", r"sequence_output_layernorm"),
