@@ -288,10 +288,10 @@ class LastTokenPooling(keras.layers.Layer):
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> from keras_transfer.recipe import LastTokenPooling
     >>> x = np.arange(12, dtype="float32").reshape(2, 3, 2)
-    >>> LastTokenPooling()(x, np.array([[1, 1, 0], [1, 1, 1]])).numpy().tolist()
+    >>> keras.ops.convert_to_numpy(LastTokenPooling()(x, np.array([[1, 1, 0], [1, 1, 1]]))).tolist()
     [[2.0, 3.0], [10.0, 11.0]]
     """
 

@@ -14,7 +14,9 @@ or network here). Hardware: a Colab T4 (16 GB) at the defaults: float32
 weights take 10.5 GB, and batch 2 of 256 tokens leaves room for the
 activations LoRA needs (an estimate); about half an hour for the epoch and
 the evaluation. On an L4 or A100 pass `dtype="bfloat16"` (half the memory,
-faster) and a larger `batch_size`. The backbone downloads from Kaggle, which
+faster) and a larger `batch_size`. Disk: the phase's `best.keras` and
+`last.keras` checkpoints each hold the whole model (about 10.5 GB at
+float32), so leave about 25 GB free. The backbone downloads from Kaggle, which
 needs the Gemma license accepted and `KAGGLE_USERNAME` / `KAGGLE_KEY` set.
 Offline, pass a local preset directory as `weights` (`--weights DIR`): one
 written by `keras_hub.models.CausalLM.from_preset(name).save_to_preset(DIR)`.
