@@ -1,6 +1,41 @@
-"""Block specs of keras-hub image backbones, recognised by class name."""
+"""Block specs of keras-hub image backbones (and the CLIP text tower), recognised by class name.
+
+Transformers split into `embeddings`, one block per transformer layer (named
+as keras-hub names the layer: ViT's `transformer_block_1`.., CLIP's and
+SigLIP's `encoder_block_0`..; DINOv2/v3's `layers_N` become
+`transformer_layer_N`) and `top` (the final norm, and SigLIP's attention
+pooling). Where the transformer layers sit inside an encoder layer (ViT, DeiT,
+DINOv2, DINOv3, HGNetV2's stages), `expand` opens it. Convolutional families
+split into `stem`, their stages as keras-hub names them, and `top` where they
+have one.
+
+Layers of CLIP, SigLIP and DINO backbones carry the model's name as a prefix
+when one was given (`vision_encoder_encoder_block_0`), so their rules accept
+any prefix.
+
+`lora_targets` are the attention query and value projections, the layers
+keras-hub's `Backbone.default_lora_layer_names()` (`query`, `value`, ...)
+picks. DINOv3 names them `q_proj` / `v_proj` and Swin fuses them into one
+`attention_qkv` Dense; keras-hub's default names miss both, these specs name
+them. MiT's attention Dense layers have automatic names (`dense_7`), which no
+regex can tell apart, and convolutional families have no Dense layers to
+adapt: they keep `apply_lora`'s general rule.
+
+Example:
+
+>>> import keras_hub, keras_transfer as kt
+>>> dino = keras_hub.models.DINOV2Backbone(
+...     patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+...     image_shape=(32, 32, 3), position_embedding_shape=(32, 32, 3))
+>>> kt.block_names(dino)
+['embeddings', 'transformer_layer_0', 'transformer_layer_1', 'top']
+"""
 
 from keras_transfer.specs._spec import BlockSpec
+
+# An optional model-name prefix, as CLIP, SigLIP and DINO give their layers.
+_P = r"(?:.+_)?"
+_QUERY_VALUE = (r"query", r"value")
 
 SPECS = (
     BlockSpec(
@@ -14,6 +49,22 @@ SPECS = (
         (("stem", r"stem_.*"), (r"\1", r"(block\d+)[a-z]_.*"), ("top", r"top_.*")),
     ),
     BlockSpec(
+        "keras_hub.mobilenet",
+        r"MobileNetBackbone",
+        (("stem", r"input_.*"), (r"\1", r"(block_\d+)_\d+")),
+    ),
+    BlockSpec(
+        "keras_hub.cspnet",
+        r"CSPNetBackbone",
+        (("stem", r"csp_stem_.*"), (r"\1", r"(stage_\d+)_.*")),
+    ),
+    BlockSpec(
+        "keras_hub.hgnetv2",
+        r"HGNetV2Backbone",
+        (("stem", r"embedder"), (r"stage_\1", r"encoder_stage_(\d+)")),
+        expand=r"encoder",
+    ),
+    BlockSpec(
         "keras_hub.vit",
         r"ViTBackbone",
         (
@@ -22,5 +73,80 @@ SPECS = (
             ("top", r"ln"),
         ),
         expand=r"vit_encoder",
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.deit",
+        r"DeiTBackbone",
+        (
+            ("embeddings", r"deit_patching_and_embedding"),
+            (r"\1", r"(transformer_block_\d+)"),
+            ("top", r"ln"),
+        ),
+        expand=r"deit_encoder",
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.dinov2",
+        r"DINOV2Backbone",
+        (
+            ("embeddings", _P + r"embeddings"),
+            (r"transformer_layer_\1", r"layers_(\d+)"),
+            ("top", _P + r"layernorm"),
+        ),
+        expand=_P + r"encoder",
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.dinov3",
+        r"DINOV3Backbone",
+        (
+            ("embeddings", _P + r"embeddings"),
+            (r"transformer_layer_\1", r"layers_(\d+)"),
+            ("top", _P + r"layernorm"),
+        ),
+        expand=_P + r"encoder",
+        lora_targets=(r"q_proj", r"v_proj"),
+    ),
+    BlockSpec(
+        "keras_hub.siglip_vision",
+        r"SigLIPVisionEncoder",
+        (
+            ("embeddings", _P + r"embedding"),
+            (r"\1", _P + r"(encoder_block_\d+)"),
+            ("top", _P + r"post_layer_norm"),
+        ),
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.clip_vision",
+        r"CLIPVisionEncoder",
+        (
+            ("embeddings", _P + r"embedding|" + _P + r"pre_layer_norm"),
+            (r"\1", _P + r"(encoder_block_\d+)"),
+            ("top", _P + r"layer_norm"),
+        ),
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.clip_text",
+        r"CLIPTextEncoder",
+        (
+            ("embeddings", _P + r"embedding"),
+            (r"\1", _P + r"(encoder_block_\d+)"),
+            ("top", _P + r"layer_norm"),
+        ),
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.swin",
+        r"SwinTransformerBackbone",
+        (("embeddings", r"patch_embedding"), (r"\1", r"(stage_\d+)"), ("top", r"norm")),
+        lora_targets=(r"attention_qkv",),
+    ),
+    BlockSpec(
+        "keras_hub.mit",
+        r"MiTBackbone",
+        ((r"stage_\1", r"patch_and_embed_(\d+)"),),
     ),
 )
