@@ -47,7 +47,7 @@ from keras_transfer.lora import (  # noqa: E402
     save_adapters,
 )
 from keras_transfer.backbones import Backbone, OfflineError, get_backbone, list_backbones, load_hub_task  # noqa: E402
-from keras_transfer.distribute import auto_distribution, auto_strategy, scale_batch_size  # noqa: E402
+from keras_transfer.distribute import auto_distribution, auto_strategy, model_parallel, scale_batch_size  # noqa: E402
 # `data` imports TensorFlow only when a loader is first used, so the package
 # imports on JAX without TensorFlow installed.
 from keras_transfer import data  # noqa: E402
@@ -98,7 +98,7 @@ __all__ = [
     "LoRADense", "LoRAEinsumDense", "apply_lora", "load_adapters", "lora_summary", "merge_lora", "save_adapters",
     # backbones and distribution
     "Backbone", "OfflineError", "get_backbone", "list_backbones", "load_hub_task", "auto_distribution", "auto_strategy",
-    "scale_batch_size",
+    "model_parallel", "scale_batch_size",
     # data
     "data", "RandomAffine", "cache_features",
     # workflow, evaluation, search

@@ -1,11 +1,14 @@
-"""Accelerator detection and distribution strategies: TPU, several GPUs, JAX data parallel.
+"""Accelerator detection and distribution strategies: TPU, several GPUs, JAX data and model parallel.
 
 `auto_distribution()` picks what the machine offers and says so in one line:
 a `tf.distribute.TPUStrategy` on a TPU (a Colab TPU runtime included), a
 `MirroredStrategy` on several GPUs, Keras' `DataParallel` distribution on the
 JAX backend with several devices, and otherwise a strategy that changes
-nothing. Every result has `.scope()` and `num_replicas_in_sync`, so callers
-write `with distribution.scope():` whatever the backend.
+nothing. `model_parallel()` splits a large backbone's weights over the
+devices (JAX's `ModelParallel`), and `auto_distribution` does so when a
+given model would not fit one device. Every result has `.scope()` and
+`num_replicas_in_sync`, so callers write `with distribution.scope():`
+whatever the backend.
 
 Names: in keras_transfer, `strategy` is how a model is trained
 (`fine_tune(strategy="lora")`); how work is spread over devices is a
@@ -19,12 +22,15 @@ JAX backend runs without touching it.
 import contextlib
 import functools
 import glob
+import math
 import os
+import re
 import warnings
 
 import keras
 
 from keras_transfer import _checks
+from keras_transfer import _keras_compat as compat
 
 ACCELERATORS = ("tpu", "gpu", "cpu")
 # What a TPU VM (Colab's TPU runtime among them) sets, where TPUClusterResolver()
@@ -99,7 +105,7 @@ def accelerator_kind():
     return _device_kind(_keras_devices())
 
 
-def auto_distribution(verbose=1):
+def auto_distribution(verbose=1, model=None, model_parallel="auto"):
     """How to spread work over this machine's devices, with a one-line report.
 
     On TensorFlow: a `tf.distribute.TPUStrategy` on a TPU (connected and
@@ -108,11 +114,24 @@ def auto_distribution(verbose=1):
     devices it sets a `keras.distribution.DataParallel` distribution
     (`keras.distribution.set_distribution`) and returns a
     `KerasDistributionStrategy` around it; with one device, one whose scope
-    changes nothing.
+    changes nothing. On JAX, a model whose weights would not fit one device
+    has them split over the devices instead (`kt.model_parallel`).
 
     Args:
         verbose: 1 (or "auto") prints what was found ("keras_transfer: 8 TPU
             cores, TPUStrategy"); 0 is silent.
+        model: the model to train, for `model_parallel` (as `kt.model_parallel`'s
+            `backbone`: a keras-hub backbone class, a model holding one, or a
+            layout function).
+        model_parallel: True splits `model`'s weights over all devices
+            (`kt.model_parallel(model)`, JAX only); False never does; "auto"
+            does on JAX when `model` is given, built, and its weights take
+            more than half the memory one device has (as JAX reports it:
+            accelerators do, CPUs do not, so on CPUs "auto" never splits).
+            Half, because training needs room beside the weights for
+            activations and for the gradients and optimizer slots of what
+            trains. Weights are laid out when they are created: build the
+            model to train afterwards, inside `.scope()`.
 
     Returns:
         A `tf.distribute.Strategy` or a `KerasDistributionStrategy`: either
@@ -126,8 +145,28 @@ def auto_distribution(verbose=1):
     ...     batch_size = kt.scale_batch_size(32, distribution)
     """
     verbose = _checks.verbose(verbose)
+    if model_parallel not in (True, False, "auto") or not isinstance(model_parallel, (bool, str)):
+        raise ValueError(f"`model_parallel` must be True, False or 'auto'. Received: model_parallel={model_parallel!r}")
+    if model is None and model_parallel is True:
+        raise ValueError("`model_parallel=True` needs `model`, whose layout map says how to split the weights. "
+                         "Received: model=None")
+    if model is not None and model_parallel == "auto" and not isinstance(model, keras.layers.Layer):
+        raise ValueError("`model_parallel='auto'` decides from a built model's weights; for a class or a layout "
+                         f"function pass model_parallel=True (or False). Received: model={model!r}")
+    layouts = _layout_source(model, "model") if model_parallel is True else None
+    why = _too_large_for_one_device(model) if model_parallel == "auto" and model is not None and (
+        keras.backend.backend() == "jax") else ""
+    if model_parallel is True:
+        _require_jax("auto_distribution(model_parallel=True)")
     if keras.backend.backend() == "tensorflow":
         strategy, found = _tf_strategy()
+    elif layouts is not None or why:
+        if layouts is None:
+            try:
+                layouts = _layout_source(model, "model")
+            except ValueError as error:
+                raise ValueError(f"`model`'s weights would not fit one device{why}, and {error}") from None
+        strategy, found = _model_parallel_strategy(layouts, None, None, why)
     else:
         strategy, found = _keras_strategy()
     if verbose:
@@ -186,6 +225,76 @@ def scale_batch_size(per_replica_batch_size, distribution=None, **deprecated):
             f"auto_distribution returns). Received: distribution={distribution!r}"
         )
     return per_replica_batch_size * replicas
+
+
+def model_parallel(backbone, model_dim=None, devices=None, verbose=1):
+    """Splits a large backbone's weights over several devices (JAX): Keras' `ModelParallel` with its layout map.
+
+    Large language backbones (Gemma, Llama, Qwen) do not fit one
+    accelerator. The devices become a `(batch, model)`
+    `keras.distribution.DeviceMesh`; every weight the backbone's
+    `get_layout_map` names is split over the `model` axis (keras-hub's maps
+    also split a second dimension over `batch`, as the Gemma team trained),
+    the others are replicated, and each batch is split over the `batch` axis.
+    The distribution is set globally (`keras.distribution.set_distribution`),
+    as `auto_distribution` does, so what is built afterwards (the model, LoRA
+    adapters, optimizer slots) is laid out by it and `fit` splits batches:
+    build or load the model after this call.
+
+    LoRA adapters (`kt.apply_lora`, and Keras' own `enable_lora`) follow the
+    kernel they update: the first factor (`lora_a`, `kernel.shape[:-1] +
+    (rank,)`) takes the kernel's layout on all its axes but the rank, the
+    second (`lora_b`, `(rank, kernel.shape[-1])`) the kernel's layout on its
+    last axis. `lora_a @ lora_b` then has the kernel's layout, so the update
+    is computed where the kernel's shards live. The layout map's own patterns
+    are never tried on adapter paths, so a loose pattern (`".*query.*"`)
+    cannot give an adapter a layout of another rank.
+
+    Args:
+        backbone: where the layouts come from: a keras-hub backbone class
+            with `get_layout_map` (`keras_hub.models.GemmaBackbone`), a model
+            holding one (the backbone, a keras-hub Task, a classifier around
+            it), or a function `device_mesh -> keras.distribution.LayoutMap`
+            for other architectures (the mesh's axes are named "batch" and
+            "model").
+        model_dim: how many devices each weight is split over (the "model"
+            axis), a positive integer dividing the number of devices; the
+            rest split the batch. Defaults to all devices. Sharded dimensions
+            (keras-hub's: attention heads, vocabulary, feed-forward width)
+            must be divisible by it.
+        devices: the device names to use, as `keras.distribution.list_devices()`
+            gives them (`"gpu:0"`); defaults to all.
+        verbose: 1 (or "auto") prints the mesh ("keras_transfer: 8 GPU
+            devices (jax), ModelParallel, mesh batch=2 x model=4"); 0 is silent.
+
+    Returns:
+        A `KerasDistributionStrategy` around the `keras.distribution.ModelParallel`;
+        its `num_replicas_in_sync` is the size of the batch axis.
+
+    Raises:
+        RuntimeError: on a backend other than JAX.
+        ValueError: for invalid arguments (named in the message), or a
+            model without a layout map.
+
+    Example (JAX with several devices only, and it sets the global
+    distribution, so the doctest run skips it):
+
+    >>> import keras_hub, keras_transfer as kt
+    >>> distribution = kt.model_parallel(keras_hub.models.GemmaBackbone, model_dim=4)  # doctest: +SKIP
+    keras_transfer: 8 GPU devices (jax), ModelParallel, mesh batch=2 x model=4
+    >>> backbone = keras_hub.models.GemmaBackbone.from_preset("gemma_7b_en")  # doctest: +SKIP
+    >>> backbone.get_layer("token_embedding").embeddings.value.sharding.spec  # doctest: +SKIP
+    PartitionSpec('model', 'batch')
+    """
+    verbose = _checks.verbose(verbose)
+    layouts = _layout_source(backbone, "backbone")
+    model_dim = _checks.positive_int("model_dim", model_dim, optional=True)
+    devices = _check_devices(devices, model_dim)
+    _require_jax("kt.model_parallel")
+    strategy, found = _model_parallel_strategy(layouts, model_dim, devices)
+    if verbose:
+        print(f"keras_transfer: {found}")
+    return strategy
 
 
 # --- internals ---------------------------------------------------------------
@@ -272,3 +381,145 @@ def _current_replicas():
         return 1
     mesh = distribution.device_mesh
     return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+
+
+# LoRA factors and the variable they update, beside it in the same layer: keras_transfer's
+# LoRADense / LoRAEinsumDense, and Keras' own `enable_lora` (Dense, EinsumDense, Embedding).
+# Factor "a" has the base's shape but its last axis (the rank's), factor "b" is (rank, last axis).
+_ADAPTER_FACTORS = {
+    "lora_a": ("kernel", "a"), "lora_b": ("kernel", "b"),
+    "lora_kernel_a": ("kernel", "a"), "lora_kernel_b": ("kernel", "b"),
+    "lora_embeddings_a": ("embeddings", "a"), "lora_embeddings_b": ("embeddings", "b"),
+}
+# `auto_distribution(model=...)` splits the weights when they would take more than this share of
+# one device's memory: training also needs room for activations, and for the gradients and
+# optimizer slots of what trains.
+_WEIGHTS_SHARE = 0.5
+
+
+class _AdapterLayoutMap(keras.distribution.LayoutMap):
+    """A layout map in which LoRA factors follow the layout of the variable they update."""
+
+    def __getitem__(self, key):
+        parent, _, name = key.rpartition("/")
+        if name not in _ADAPTER_FACTORS:
+            return super().__getitem__(key)
+        base, factor = _ADAPTER_FACTORS[name]
+        layout = super().__getitem__(f"{parent}/{base}" if parent else base)
+        if layout is None:
+            return None
+        axes = tuple(layout.axes)
+        axes = axes[:-1] + (None,) if factor == "a" else (None, axes[-1])
+        return keras.distribution.TensorLayout(axes, self.device_mesh)
+
+
+def _with_adapter_layouts(layout_map):
+    out = _AdapterLayoutMap(layout_map.device_mesh)
+    for key in layout_map:
+        out[key] = layout_map[key]
+    return out
+
+
+def _layout_owner(model):
+    """The object whose `get_layout_map` lays `model` out: itself, a Task's backbone, or a nested layer."""
+    if hasattr(model, "get_layout_map"):
+        return model
+    if isinstance(model, keras.layers.Layer):
+        return next((layer for layer in compat.walk_layers(model) if hasattr(layer, "get_layout_map")), None)
+    return None
+
+
+def _layout_source(model, name):
+    """A function `device_mesh -> LayoutMap` from what the user passed as `name`."""
+    owner = _layout_owner(model)
+    if owner is not None:
+        def layouts(mesh):
+            return owner.get_layout_map(mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch")
+        return layouts
+    if isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"`{name}` has no layer with a `get_layout_map` (keras-hub's Gemma, Llama, Qwen backbones have "
+            f"one); pass a function `device_mesh -> keras.distribution.LayoutMap` instead. Received: {name}={model.name!r}"
+        )
+    if not callable(model) or isinstance(model, type):
+        raise ValueError(
+            f"`{name}` must be a keras-hub backbone class or model with `get_layout_map`, or a function "
+            f"`device_mesh -> keras.distribution.LayoutMap`. Received: {name}={model!r}"
+        )
+    return model
+
+
+def _check_devices(devices, model_dim):
+    if devices is None:
+        return None
+    if (isinstance(devices, str) or not isinstance(devices, (list, tuple)) or not devices
+            or not all(isinstance(d, str) and d for d in devices) or len(set(devices)) != len(devices)):
+        raise ValueError("`devices` must be a non-empty list of distinct device names, as "
+                         f"keras.distribution.list_devices() gives them. Received: devices={devices!r}")
+    if model_dim is not None and len(devices) % model_dim:
+        raise ValueError(f"`model_dim` must divide the number of devices, {len(devices)}. "
+                         f"Received: model_dim={model_dim}")
+    return list(devices)
+
+
+def _require_jax(what):
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise RuntimeError(
+            f"{what} needs the JAX backend: Keras splits weights over devices (keras.distribution.ModelParallel) "
+            f"on JAX only, and the backend is {backend!r}. Set KERAS_BACKEND=jax before importing keras; on "
+            "TensorFlow, kt.auto_distribution() spreads batches (not weights) over devices."
+        )
+
+
+def _model_parallel_strategy(layouts, model_dim, devices, why=""):
+    available = _keras_devices()
+    devices = available if devices is None else devices
+    unknown = [d for d in devices if d not in available]
+    if unknown:
+        raise ValueError(f"`devices` names devices this machine lacks: {unknown}; it has {available}. "
+                         f"Received: devices={devices!r}")
+    model_dim = len(devices) if model_dim is None else model_dim
+    if len(devices) % model_dim:
+        raise ValueError(f"`model_dim` must divide the number of devices, {len(devices)}. "
+                         f"Received: model_dim={model_dim}")
+    batch_dim = len(devices) // model_dim
+    mesh = keras.distribution.DeviceMesh((batch_dim, model_dim), ("batch", "model"), devices)
+    layout_map = layouts(mesh)
+    if not isinstance(layout_map, keras.distribution.LayoutMap) or layout_map.device_mesh is not mesh:
+        raise ValueError("The layout function must return a keras.distribution.LayoutMap of the device mesh it "
+                         f"is given. Received: {layout_map!r}")
+    distribution = keras.distribution.ModelParallel(layout_map=_with_adapter_layouts(layout_map),
+                                                    batch_dim_name="batch")
+    keras.distribution.set_distribution(distribution)
+    kind = _device_kind(devices).upper()
+    found = (f"{len(devices)} {kind} device{'s' if len(devices) > 1 else ''} ({keras.backend.backend()}), "
+             f"ModelParallel{why}, mesh batch={batch_dim} x model={model_dim}")
+    return KerasDistributionStrategy(distribution, batch_dim), found
+
+
+def _weights_bytes(model):
+    total, seen = 0, set()
+    for variable in model.weights:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            bits = re.search(r"\d+", keras.backend.standardize_dtype(variable.dtype))
+            total += math.prod(variable.shape) * (int(bits.group()) if bits else 8) / 8
+    return int(total)
+
+
+def _device_memory_bytes():
+    """One device's memory as JAX reports it (`bytes_limit`), or None where it does not (CPUs)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats()
+    return (stats or {}).get("bytes_limit")
+
+
+def _too_large_for_one_device(model):
+    """Why `model`'s weights would not fit one JAX device (" (weights ... GB, ...)"), or "" when they would."""
+    limit = _device_memory_bytes()
+    size = _weights_bytes(model)
+    if limit is None or size <= _WEIGHTS_SHARE * limit:
+        return ""
+    return f" (weights {size / 1e9:.3g} GB, over {_WEIGHTS_SHARE:.0%} of one device's {limit / 1e9:.3g} GB)"
