@@ -3,11 +3,16 @@
 `get_backbone("efficientnet_b0")` returns a `Backbone`: the pretrained model
 without its classification top, the preprocessing its weights expect, the
 family's default input size and the block spec that splits it into blocks.
-Names cover the keras.applications families (a table, `BACKBONES`) and any
-keras-hub image preset (`"hub:resnet_50_imagenet"`, or `"hub:/local/dir"`).
+Names cover the keras.applications families (a table, `BACKBONES`) and
+keras-hub presets (`"hub:dinov2_small"`, or `"hub:/local/dir"`): image
+backbones, the vision tower of SigLIP / CLIP, text encoders and decoder LLMs,
+each pooled the way its family is read (a table, `HUB_FAMILIES`).
 
-Preprocessing is plain arithmetic on channels-last RGB images in 0..255, so
-one function serves numpy arrays, backend tensors and `tf.data.map` alike.
+Preprocessing of keras.applications families is plain arithmetic on
+channels-last RGB images in 0..255, so one function serves numpy arrays,
+backend tensors and `tf.data.map` alike; a keras-hub preset's is its own
+`ImageConverter` or text preprocessor (`HubPreprocessing`), which also runs
+inside `tf.data.map`.
 """
 
 import dataclasses
@@ -24,7 +29,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from keras_transfer import _inputs
+from keras_transfer import _checks, _inputs
 from keras_transfer.blocks import find_spec, get_blocks
 
 HUB_PREFIX = "hub:"
@@ -171,16 +176,224 @@ class Preprocessing:
         return f"Preprocessing({self.mode!r})"
 
 
+@dataclasses.dataclass(frozen=True)
+class HubFamily:
+    """How `get_backbone("hub:...")` reads one keras-hub backbone class: its features and their poolings.
+
+    Attributes:
+        poolings: the `pooling` values the family accepts, its default first
+            (`pooling="auto"` picks it). None leaves the features unpooled.
+            `"cls"`: the first token. `"mean"`: the mean over the patch
+            tokens (after `prefix_tokens`), or over the non-padding tokens
+            of a text. `"pooled"`: the model's own pooled output (`pooled`).
+            `"last"`: the hidden state at the last non-padding token.
+            `"avg"` / `"max"`: global pooling of a feature map.
+        modality: `"image"`, `"text"` (an encoder: `[CLS] ... [SEP]`) or
+            `"decoder"` (a decoder LLM: a start token and no end token).
+        features: where the unpooled features are: `"output"` (the model's
+            output), `"sequence_output"` (that entry of its output dict),
+            `"post_layer_norm"` (the output of that layer: SigLIP's tokens,
+            before its attention-pooling head) or `"last_stage"` (the last of
+            its `stage_names` in its output dict).
+        pooled: where the model's own pooled output is: `"output"` (SigLIP's
+            attention-pooling head), `"pooled_output"` (that entry of its
+            output dict: BERT's `tanh(Dense(CLS))`) or `"first_token"`
+            (CLIP's pooler: the first token after the final layer norm).
+        prefix_tokens: the tokens before the patch tokens (class,
+            distillation, register tokens), summed from numbers and the
+            names of the model's attributes that count them.
+        tower: the attribute of a dual encoder that holds the backbone used
+            (SigLIP's and CLIP's `vision_encoder`).
+    """
+
+    poolings: tuple
+    modality: str = "image"
+    features: str = "output"
+    pooled: str = None
+    prefix_tokens: tuple = ()
+    tower: str = None
+
+
+_CONV_FAMILY = HubFamily(("avg", "max", None))
+_ENCODER = dict(modality="text", features="sequence_output", pooled="pooled_output")
+_DECODER = HubFamily(("last", "mean", None), modality="decoder")
+_DINO = HubFamily(("cls", "mean", None), prefix_tokens=(1, "num_register_tokens"))
+_SIGLIP = dict(poolings=("pooled", "mean", None), features="post_layer_norm", pooled="output")
+_CLIP = dict(poolings=("pooled", "mean", None), pooled="first_token", prefix_tokens=(1,))
+
+# Keyed by the keras-hub backbone class. A class not here is pooled as a feature map (`_CONV_FAMILY`).
+HUB_FAMILIES = {
+    "ViTBackbone": HubFamily(("cls", "mean", None), prefix_tokens=("use_class_token",)),
+    "DeiTBackbone": HubFamily(("cls", "mean", None), prefix_tokens=(2,)),
+    "DINOV2Backbone": _DINO,
+    "DINOV3Backbone": _DINO,
+    "SigLIPBackbone": HubFamily(**_SIGLIP, tower="vision_encoder"),
+    "SigLIPVisionEncoder": HubFamily(**_SIGLIP),
+    "CLIPBackbone": HubFamily(**_CLIP, tower="vision_encoder"),
+    "CLIPVisionEncoder": HubFamily(**_CLIP),
+    "SwinTransformerBackbone": HubFamily(("mean", None)),
+    "ResNetBackbone": _CONV_FAMILY,
+    "EfficientNetBackbone": _CONV_FAMILY,
+    "MobileNetBackbone": _CONV_FAMILY,
+    "CSPNetBackbone": _CONV_FAMILY,
+    "HGNetV2Backbone": HubFamily(("avg", "max", None), features="last_stage"),
+    "BertBackbone": HubFamily(("cls", "mean", "pooled", None), **_ENCODER),
+    "AlbertBackbone": HubFamily(("cls", "mean", "pooled", None), **_ENCODER),
+    "ElectraBackbone": HubFamily(("cls", "mean", "pooled", None), **_ENCODER),
+    "RobertaBackbone": HubFamily(("cls", "mean", None), modality="text"),
+    "XLMRobertaBackbone": HubFamily(("cls", "mean", None), modality="text"),
+    "DebertaV3Backbone": HubFamily(("cls", "mean", None), modality="text"),
+    "DistilBertBackbone": HubFamily(("cls", "mean", None), modality="text"),
+    **{
+        f"{family}Backbone": _DECODER
+        for family in ("Gemma", "Gemma3", "Llama", "Llama3", "Mistral", "Qwen", "Qwen3", "Phi3", "GPT2")
+    },
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class TokenPooling(keras.layers.Layer):
+    """Pools a token sequence `(batch, tokens, features)` into one vector per example.
+
+    Args:
+        mode: `"first"`: the first token (a class token). `"mean"`: the mean
+            of the tokens after the first `skip`, or, given a
+            `padding_mask`, of the tokens it marks. `"last"`: the token at
+            the last position the `padding_mask` marks (a decoder's summary
+            of the whole text, right- or left-padded).
+        skip: `"mean"` without a mask: how many leading tokens (class,
+            distillation, register tokens) to leave out.
+
+    Call arguments:
+        tokens: `(batch, tokens, features)`.
+        padding_mask: `(batch, tokens)`, true at real tokens; needed by `"last"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer.backbones import TokenPooling
+    >>> tokens = np.arange(12, dtype="float32").reshape(1, 4, 3)
+    >>> mask = np.array([[True, True, True, False]])
+    >>> [np.asarray(TokenPooling(mode)(tokens, mask)).tolist() for mode in ("first", "mean", "last")]
+    [[[0.0, 1.0, 2.0]], [[3.0, 4.0, 5.0]], [[6.0, 7.0, 8.0]]]
+    >>> np.asarray(TokenPooling("mean", skip=1)(tokens)).tolist()
+    [[6.0, 7.0, 8.0]]
+    """
+
+    MODES = ("first", "mean", "last")
+
+    def __init__(self, mode, skip=0, **kwargs):
+        if mode not in self.MODES:
+            raise ValueError(f"`mode` must be one of {list(self.MODES)}. Received: mode={mode!r}")
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise ValueError(f"`skip` must be a non-negative integer. Received: skip={skip!r}")
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.skip = skip
+
+    def call(self, tokens, padding_mask=None):
+        if self.mode == "first":
+            return tokens[:, 0, :]
+        if self.mode == "mean" and padding_mask is None:
+            return keras.ops.mean(tokens[:, self.skip:, :], axis=1)
+        if padding_mask is None:
+            raise ValueError("TokenPooling('last') needs the `padding_mask` of the tokens.")
+        if self.mode == "mean":
+            weights = keras.ops.expand_dims(keras.ops.cast(padding_mask, tokens.dtype), -1)
+            return keras.ops.sum(tokens * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1)
+        positions = keras.ops.arange(keras.ops.shape(tokens)[1], dtype="int32")
+        last = keras.ops.argmax(keras.ops.cast(padding_mask, "int32") * positions, axis=1)
+        return keras.ops.take_along_axis(tokens, keras.ops.reshape(last, (-1, 1, 1)), axis=1)[:, 0, :]
+
+    def compute_output_shape(self, tokens_shape, padding_mask_shape=None):
+        return (tokens_shape[0], tokens_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "skip": self.skip}
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class HubPreprocessing:
+    """A keras-hub preset's own preprocessing, as one function that also runs in `tf.data.Dataset.map`.
+
+    - An image preset's `ImageConverter`: images (uint8 or float in 0..255,
+      channels last, one or a batch, any size) are resized to the
+      backbone's input size and rescaled as the preset's weights expect.
+    - A text encoder's preprocessor (`BertTextClassifierPreprocessor`, ...):
+      raw strings are tokenized and packed as `[CLS] text [SEP]`, padded or
+      truncated to `sequence_length`, into the dict of inputs the backbone
+      takes (`token_ids`, `padding_mask`, and `segment_ids` where it has them).
+    - A decoder LLM's `CausalLMPreprocessor`: raw strings get the start token
+      and no end token, as for generation (its `generate_preprocess`).
+
+    Called with more than one argument (`(text, label)` elements of a
+    dataset, `ds.map(backbone.preprocess)`), it preprocesses the first and
+    passes the rest through.
+
+    Args:
+        layer: the keras-hub `ImageConverter` or preprocessor.
+        modality: `"image"`, `"text"` or `"decoder"`.
+        keys: text only: the backbone's input names, the entries kept.
+
+    Example:
+
+    >>> import keras_hub, numpy as np
+    >>> from keras_transfer.backbones import HubPreprocessing
+    >>> converter = keras_hub.layers.ImageConverter(image_size=(2, 2), scale=1 / 255)
+    >>> preprocess = HubPreprocessing(converter, "image")
+    >>> np.asarray(preprocess(np.full((4, 4, 3), 255, dtype="uint8")))[0, 0].tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    layer: object
+    modality: str
+    keys: tuple = ()
+
+    def __post_init__(self):
+        _checks.choice("modality", self.modality, ("image", "text", "decoder"))
+
+    def __call__(self, inputs, *passed):
+        if self.modality == "image":
+            if isinstance(inputs, np.ndarray) and not np.issubdtype(inputs.dtype, np.floating):
+                # Eagerly, the converter would round integer images after resizing; in tf.data it does not.
+                inputs = inputs.astype("float32")
+            outputs = self.layer(inputs)
+        else:
+            packed = self.layer.generate_preprocess(inputs) if self.modality == "decoder" else self.layer(inputs)
+            outputs = {key: packed[key] for key in self.keys}
+        return (outputs, *passed) if passed else outputs
+
+    @property
+    def sequence_length(self):
+        """The length texts are padded or truncated to (None for images)."""
+        return getattr(self.layer, "sequence_length", None)
+
+    def __repr__(self):
+        if self.modality == "image":
+            details = (f"image_size={self.layer.image_size}, scale={_plain(self.layer.scale)!r}, "
+                       f"offset={_plain(self.layer.offset)!r}")
+        else:
+            details = f"sequence_length={self.sequence_length}"
+        return f"HubPreprocessing({type(self.layer).__name__}, {details})"
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class Backbone:
     """A pretrained backbone (no classification top) with what it needs to be used.
 
     Attributes:
         name: the registry name (`"efficientnet_b0"`, `"hub:resnet_50_imagenet"`).
-        model: the `keras.Model`, built without its top.
-        preprocess: a `Preprocessing`: float RGB images in 0..255 -> model input.
+        model: the `keras.Model`, built without its top. A keras-hub image
+            backbone takes one image tensor; a text one the dict of inputs
+            its preprocessing gives (`token_ids`, `padding_mask`, ...).
+        preprocess: a `Preprocessing` (float RGB images in 0..255 -> model
+            input), or for a keras-hub preset a `HubPreprocessing`: its own
+            image converter (images -> model input), or its text
+            preprocessor (raw strings -> model inputs); None where a text
+            preset has no tokenizer.
         input_size: the side of the images the pretrained weights were trained
-            on (None where a keras-hub preset does not say).
+            on; for a text preset, the sequence length of its preprocessor
+            (None where a keras-hub preset does not say).
         spec: the family's `BlockSpec` (None: the generic block fallback).
         family: the `keras.applications` module (`"efficientnet"`), or
             `"keras_hub.<family>"`.
@@ -202,7 +415,7 @@ class Backbone:
 
     def __repr__(self):
         return (
-            f"Backbone({self.name!r}, family={self.family!r}, input_shape={tuple(self.model.input.shape[1:])}, "
+            f"Backbone({self.name!r}, family={self.family!r}, input_shape={_input_shape(self.model)}, "
             f"params={self.model.count_params():,}, preprocess={self.preprocess!r}, weights={self.weights!r})"
         )
 
@@ -235,22 +448,56 @@ class OfflineError(ConnectionError):
         return f"{self.before}{option(self.argument, self.value)}{self.after}"
 
 
-def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
+def get_backbone(name, weights="imagenet", input_shape=None, pooling="auto"):
     """Builds a pretrained backbone without its top, with its preprocessing.
+
+    keras-hub presets (`"hub:<preset>"`) cover these families, each pooled
+    the way it is read, with the choices `pooling` accepts (default first):
+
+    | family (keras-hub backbone) | `pooling` |
+    |---|---|
+    | ViT, DeiT, DINOv2, DINOv3 | `"cls"`, `"mean"` (patch tokens), None |
+    | SigLIP / SigLIP2, CLIP: the vision tower | `"pooled"`, `"mean"`, None |
+    | Swin | `"mean"`, None |
+    | ResNet, EfficientNet, MobileNet(V3), CSPNet, HGNetV2, any other image backbone | `"avg"`, `"max"`, None |
+    | BERT, ALBERT, ELECTRA | `"cls"`, `"mean"`, `"pooled"`, None |
+    | RoBERTa, XLM-RoBERTa, DeBERTaV3, DistilBERT | `"cls"`, `"mean"`, None |
+    | Gemma, Gemma3, Llama, Llama3, Mistral, Qwen, Qwen3, Phi3, GPT-2 | `"last"`, `"mean"`, None |
+
+    `"cls"` is the first token's hidden state (the class token). `"mean"`
+    averages the patch tokens (class, distillation and register tokens left
+    out, as timm's `global_pool="avg"`), or a text's non-padding tokens.
+    `"pooled"` is the model's own pooled output: SigLIP's attention-pooling
+    head, CLIP's class token after the final layer norm (before the
+    projection into the shared embedding space), BERT's `pooled_output`.
+    `"last"` is a decoder LLM's hidden state at the last non-padding token.
+    None gives the features unpooled: the token sequence, or the feature map
+    (HGNetV2: of its last stage).
+
+    For SigLIP and CLIP presets the backbone is the vision encoder (their
+    text towers are not offered). Vision backbones take one image tensor;
+    text backbones take the dict their preprocessing gives (`token_ids`,
+    `padding_mask`, and `segment_ids` for BERT, ALBERT and ELECTRA).
 
     Args:
         name: a registry name (see `list_backbones()`; Keras' spelling such as
             `"EfficientNetB0"` works too), or `"hub:<preset>"` for a keras-hub
-            image preset name or a local preset directory.
+            preset name, a Kaggle / Hugging Face handle, or a local preset
+            directory (`"hub:/path/to/preset"`, written by `save_to_preset`;
+            the way to use a preset offline).
         weights: `"imagenet"` (downloaded once, cached in `~/.keras/models`;
             offline, an `OfflineError` names the file to pass instead),
             None (random initialisation), or the path of a local weights file
             (`.h5` / `.weights.h5`) of the same architecture without its top.
             For a keras-hub preset, `"imagenet"` means the preset's weights.
         input_shape: `(height, width, 3)`; sides may be None for any size.
-            Defaults to the family's `input_size` square.
-        pooling: `"avg"` or `"max"` for a pooled feature vector, None for the
-            feature map.
+            Defaults to the family's `input_size` square (a keras-hub
+            preset's image size; SigLIP and CLIP presets keep theirs). For a
+            text preset, `(sequence_length,)`: the length its preprocessing
+            pads and truncates to (default: the preset's).
+        pooling: `"auto"` (the family's default: `"avg"` for keras.applications),
+            one of the family's choices above (`"avg"` or `"max"` for
+            keras.applications), or None for the unpooled features.
 
     Returns:
         A `Backbone`.
@@ -261,11 +508,27 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
     >>> backbone = kt.get_backbone("mobilenet_v2", weights=None, input_shape=(96, 96, 3))
     >>> backbone.model.output.shape, backbone.input_size, backbone.spec.family
     ((None, 1280), 224, 'mobilenet_v2')
+
+    A keras-hub preset, here a tiny DINOv2 saved to a local directory (a
+    preset name such as `"hub:dinov2_small"` downloads instead):
+
+    >>> import keras_hub, tempfile
+    >>> preset = tempfile.mkdtemp()
+    >>> keras_hub.models.DINOV2Backbone(
+    ...     patch_size=8, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+    ...     image_shape=(32, 32, 3), position_embedding_shape=(32, 32, 3)).save_to_preset(preset)
+    >>> keras_hub.layers.ImageConverter(image_size=(32, 32), scale=1 / 255).save_to_preset(preset)
+    >>> dino = kt.get_backbone("hub:" + preset, pooling="cls")
+    >>> dino.model.output.shape, dino.input_size, dino.family
+    ((None, 16), 32, 'keras_hub.dinov2')
+    >>> kt.get_backbone("hub:" + preset, pooling="avg")
+    Traceback (most recent call last):
+    ...
+    ValueError: `pooling` must be one of 'auto' (= 'cls'), 'cls', 'mean', None for keras-hub DINOV2Backbone. \
+Received: pooling='avg'
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"`name` must be a backbone name (see list_backbones()). Received: name={name!r}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {list(POOLINGS)}. Received: pooling={pooling!r}")
     weights = _check_weights(weights)
     if name.startswith(HUB_PREFIX):
         if weights not in ("imagenet", None):
@@ -273,7 +536,10 @@ def get_backbone(name, weights="imagenet", input_shape=None, pooling="avg"):
                 "A keras-hub preset brings its own weights: use weights='imagenet' (the preset's) or None, and "
                 f"pass a local preset directory as name='hub:/path/to/preset'. Received: weights={weights!r}"
             )
-        return _hub_backbone(name, weights, _check_input_shape(input_shape, None, name), pooling)
+        return _hub_backbone(name, weights, input_shape, pooling)
+    pooling = "avg" if pooling == "auto" else pooling
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {list(POOLINGS)}. Received: pooling={pooling!r}")
     key = _resolve(name)
     entry = BACKBONES[key]
     if input_shape is None:
@@ -563,37 +829,154 @@ def _hub_backbone(name, weights, input_shape, pooling):
     preset = name[len(HUB_PREFIX):]
     if not preset:
         raise ValueError(f"`name` must be 'hub:<preset>' with a preset. Received: name={name!r}")
-    kwargs = {"load_weights": weights is not None}
-    if input_shape is not None:
-        kwargs["image_shape"] = input_shape
-    backbone = _from_preset(keras_hub.models.Backbone, preset, kwargs, ("name", "hub:/path/to/preset"))
-    converter = _hub_converter(keras_hub, preset)
-    if converter is None:
-        preprocess, input_size = Preprocessing("none"), None
+    sequence_length = _check_sequence_length(input_shape)
+    input_shape = None if sequence_length is not None else _check_input_shape(input_shape, None, name)
+    load = lambda **kwargs: _from_preset(keras_hub.models.Backbone, preset,  # noqa: E731
+                                         {"load_weights": weights is not None, **kwargs}, ("name", "hub:/path/to/preset"))
+    if input_shape is None:
+        backbone = load()
     else:
-        preprocess = Preprocessing("scale_offset", _plain(converter.scale), _plain(converter.offset))
-        input_size = converter.image_size[0] if converter.image_size else None
-    model = backbone if pooling is None else _pooled(backbone, pooling)
-    family = f"keras_hub.{type(backbone).__name__.removesuffix('Backbone').lower()}"
-    return Backbone(name, model, preprocess, input_size, find_spec(model), family,
+        try:
+            backbone = load(image_shape=input_shape)
+        except (TypeError, ValueError) as error:
+            if "could not be loaded" in str(error):
+                reason = str(error).split(". ", 1)[0]
+                raise ValueError(
+                    f"keras-hub preset {preset!r} cannot take input_shape={input_shape}: its weights do not fit that "
+                    f"image size ({reason}). Pass input_shape=None for the preset's own size. "
+                    f"Received: input_shape={input_shape}"
+                ) from None
+            # Text backbones and dual encoders (SigLIP, CLIP) take no image_shape: their checks below say what fits.
+            if "image_shape" not in str(error):
+                raise
+            backbone = load()
+    family = HUB_FAMILIES.get(type(backbone).__name__, _CONV_FAMILY)
+    source = getattr(backbone, family.tower) if family.tower else backbone
+    text = family.modality != "image"
+    if text and input_shape is not None:
+        raise ValueError(f"{type(backbone).__name__} from {preset!r} reads text: `input_shape` must be "
+                         f"(sequence_length,). Received: input_shape={input_shape!r}")
+    if not text and sequence_length is not None:
+        raise ValueError(f"{type(backbone).__name__} from {preset!r} reads images: `input_shape` must be "
+                         f"(height, width, 3). Received: input_shape={(sequence_length,)!r}")
+    if input_shape is not None and tuple(source.inputs[0].shape[1:]) != input_shape:
+        raise ValueError(
+            f"{type(backbone).__name__} from {preset!r} takes the image size of its preset, "
+            f"{tuple(source.inputs[0].shape[1:])}: pass that or input_shape=None. Received: input_shape={input_shape}"
+        )
+    if text:
+        preprocess, input_size = _hub_text_preprocessing(keras_hub, preset, family, source, sequence_length)
+    else:
+        preprocess, input_size = _hub_image_preprocessing(keras_hub, preset, source, input_shape)
+    model = _hub_features(source, family, _hub_pooling(pooling, family, source))
+    family_name = f"keras_hub.{type(backbone).__name__.removesuffix('Backbone').lower()}"
+    return Backbone(name, model, preprocess, input_size, find_spec(model), family_name,
                     None if weights is None else preset)
 
 
-def _pooled(backbone, pooling):
-    output = backbone.output
-    rank = len(getattr(output, "shape", ()))
-    if rank not in (3, 4):
-        raise ValueError(
-            f"`pooling` needs a backbone with one feature-map (or token) output; {type(backbone).__name__} "
-            f"has output={output!r}. Use pooling=None. Received: pooling={pooling!r}"
-        )
-    layer = {
-        ("avg", 4): keras.layers.GlobalAveragePooling2D, ("max", 4): keras.layers.GlobalMaxPooling2D,
-        ("avg", 3): keras.layers.GlobalAveragePooling1D, ("max", 3): keras.layers.GlobalMaxPooling1D,
-    }[pooling, rank]
-    pooled = layer(name=f"{pooling}_pool")(output)
+def _check_sequence_length(input_shape):
+    """The sequence length where `input_shape` is a text's `(sequence_length,)`; else None."""
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 1:
+        return None
+    (length,) = input_shape
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"`input_shape` of a text backbone must be (sequence_length,) with a positive integer. "
+                         f"Received: input_shape={input_shape!r}")
+    return length
+
+
+def _hub_pooling(pooling, family, source):
+    choices = family.poolings
+    if family.modality == "image" and _prefix_tokens(source, family) == 0:  # a ViT without its class token
+        choices = tuple(c for c in choices if c != "cls")
+    if pooling == "auto":
+        return choices[0]
+    if pooling not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`pooling` must be one of 'auto' (= {choices[0]!r}), {listed} for keras-hub "
+                         f"{type(source).__name__}. Received: pooling={pooling!r}")
+    return pooling
+
+
+def _prefix_tokens(source, family):
+    return sum(int(getattr(source, term)) if isinstance(term, str) else term for term in family.prefix_tokens)
+
+
+def _hub_features(source, family, pooling):
+    """`source` (a keras-hub backbone) as a model from one image tensor (or its text inputs) to its pooled features."""
+    inputs = source.input if family.modality != "image" else source.inputs[0]
+    output = source.output
+    if family.features == "sequence_output":
+        features = output["sequence_output"]
+    elif family.features == "last_stage":
+        features = output[source.stage_names[-1]]
+    elif family.features == "post_layer_norm":
+        features = source.post_layer_norm.output
+    else:
+        features = output
+    if pooling is None:
+        pooled = features
+    elif pooling in ("avg", "max"):
+        rank = len(getattr(features, "shape", ()))
+        if rank not in (3, 4):
+            raise ValueError(
+                f"`pooling` needs a backbone with one feature-map (or token) output; {type(source).__name__} "
+                f"has output={output!r}. Use pooling=None. Received: pooling={pooling!r}"
+            )
+        layer = {
+            ("avg", 4): keras.layers.GlobalAveragePooling2D, ("max", 4): keras.layers.GlobalMaxPooling2D,
+            ("avg", 3): keras.layers.GlobalAveragePooling1D, ("max", 3): keras.layers.GlobalMaxPooling1D,
+        }[pooling, rank]
+        pooled = layer(name=f"{pooling}_pool")(features)
+    elif pooling == "pooled" and family.pooled == "first_token":
+        pooled = TokenPooling("first", name="pooled")(features)
+    elif pooling == "pooled":
+        pooled = output if family.pooled == "output" else output[family.pooled]
+    elif pooling == "cls":
+        pooled = TokenPooling("first", name="cls_pool")(features)
+    elif family.modality == "image":
+        pooled = TokenPooling("mean", skip=_prefix_tokens(source, family), name="mean_pool")(features)
+    else:
+        pooled = TokenPooling(pooling, name=f"{pooling}_pool")(features, inputs["padding_mask"])
+    if pooled is output and inputs is source.input:
+        return source
     # Named after the keras-hub class, so find_spec's class-name rule still finds the family's blocks.
-    return keras.Model(backbone.input, pooled, name=type(backbone).__name__)
+    return keras.Model(inputs, pooled, name=type(source).__name__)
+
+
+def _hub_image_preprocessing(keras_hub, preset, source, input_shape):
+    """The preset's ImageConverter, resizing to the model's input, and the image side the preset was trained on."""
+    converter = _hub_converter(keras_hub, preset)
+    if converter is None:
+        image_shape = getattr(source, "image_shape", None)
+        return Preprocessing("none"), image_shape[0] if image_shape else None
+    input_size = converter.image_size[0] if converter.image_size else None
+    if input_shape is not None and None not in input_shape[:2]:
+        converter.image_size = input_shape[:2]
+    return HubPreprocessing(converter, "image"), input_size
+
+
+def _hub_text_preprocessing(keras_hub, preset, family, source, sequence_length):
+    """The preset's text preprocessor (raw strings -> the model's inputs) and its sequence length."""
+    decoder = family.modality == "decoder"
+    kind = keras_hub.models.CausalLMPreprocessor if decoder else keras_hub.models.TextClassifierPreprocessor
+    try:
+        preprocessor = kind.from_preset(preset)
+    except (ValueError, FileNotFoundError):
+        preprocessor = None
+    if preprocessor is None and not decoder:
+        # ELECTRA has no task preprocessor in keras-hub: the generic one packs its tokenizer's [CLS] / [SEP].
+        try:
+            preprocessor = keras_hub.models.TextClassifierPreprocessor(
+                tokenizer=keras_hub.tokenizers.Tokenizer.from_preset(preset))
+        except (ValueError, FileNotFoundError):
+            preprocessor = None
+    if preprocessor is None:
+        return None, None
+    input_size = preprocessor.sequence_length
+    if sequence_length is not None:
+        preprocessor.sequence_length = sequence_length
+    return HubPreprocessing(preprocessor, family.modality, tuple(sorted(source.input))), input_size
 
 
 def _hub_converter(keras_hub, preset):
@@ -601,6 +984,9 @@ def _hub_converter(keras_hub, preset):
         return keras_hub.layers.ImageConverter.from_preset(preset)
     except (ValueError, FileNotFoundError):
         return None
+
+
+_PRESET_HOSTS = {"hf": "https://huggingface.co", "kaggle": "https://www.kaggle.com"}
 
 
 def _from_preset(cls, preset, kwargs, local_option):
@@ -611,8 +997,17 @@ def _from_preset(cls, preset, kwargs, local_option):
     try:
         return cls.from_preset(preset, **kwargs)
     except ValueError as e:
+        scheme = preset.split("://", 1)[0] if "://" in preset else None
         if "Unknown preset identifier" not in str(e):
-            raise
+            # Offline, keras-hub says a Hugging Face preset "has no config.json", after half a minute of retries.
+            problem = _network_problem(_PRESET_HOSTS[scheme]) if scheme in _PRESET_HOSTS else None
+            if problem is None:
+                raise
+            raise OfflineError(
+                f"Could not download keras-hub preset {preset!r} (no network: {problem}). Offline, save the preset "
+                "once where there is a network (`task.save_to_preset('/path/to/preset')`) and pass that directory: ",
+                *local_option, "."
+            ) from None
         close = difflib.get_close_matches(preset, list(cls.presets), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
@@ -679,6 +1074,13 @@ def _image_data_shape(dataset):
     if shape is None or len(shape) != 4:
         return None
     return tuple(None if d is None else int(d) for d in shape)
+
+
+def _input_shape(model):
+    """The input shape without the batch side; a dict of them for a model with named inputs (text)."""
+    if isinstance(model.input, dict):
+        return {key: tuple(tensor.shape[1:]) for key, tensor in model.input.items()}
+    return tuple(model.input.shape[1:])
 
 
 def _last_dim(x):
