@@ -24,6 +24,8 @@ from keras_transfer import _keras_compat as compat  # noqa: E402
 pytestmark = pytest.mark.core
 
 BUILDERS = {**TEXT_CONFIGS, **VARIANT_CONFIGS}
+# The families run by default; the variants (other shapes of the same families) with `-m slow`.
+MODELS = list(TEXT_CONFIGS) + [pytest.param(name, marks=pytest.mark.slow) for name in VARIANT_CONFIGS]
 
 BERT_EMBEDDINGS = ["token_embedding", "position_embedding", "segment_embedding", "embeddings_add",
                    "embeddings_layer_norm", "embeddings_dropout"]
@@ -136,11 +138,15 @@ def test_every_family_asked_for_has_a_builder_and_expectations():
     assert set(BLOCKS) == set(TOP_TWO) == set(LORA) == set(BUILDERS)
 
 
+def _params_of(variables):
+    return sum(int(keras.ops.size(w)) for w in variables)
+
+
 def _params(layers):
-    return sum(int(keras.ops.size(w)) for layer in layers for w in layer.weights)
+    return _params_of(w for layer in layers for w in layer.weights)
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("name", MODELS)
 def test_blocks_are_the_familys_own_units_and_hold_every_weight_once(name):
     model = BUILDERS[name]()
     family, expected = BLOCKS[name]
@@ -166,24 +172,23 @@ def test_tied_and_untied_embeddings_stay_in_the_embeddings_block():
     assert kt.get_block(llama, "embeddings").num_params == 2 * 128 * 16
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("name", MODELS)
 def test_unfreeze_top_two_blocks_trains_exactly_their_layers(name):
     model = BUILDERS[name]()
     layers, expected = TOP_TWO[name]
     kt.unfreeze(model, top_blocks=2)
-    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
-    assert trainable == _params(model.get_layer(n) for n in layers) == expected
-    frozen = sum(int(keras.ops.size(w)) for w in model.non_trainable_weights)
-    assert frozen == model.count_params() - expected
-    assert kt.trainable_summary(model).trainable_params.tolist()[-2:] == [
-        _params(b.layers) for b in kt.get_blocks(model)[-2:]]
+    assert _params_of(model.trainable_weights) == _params(model.get_layer(n) for n in layers) == expected
+    assert _params_of(model.non_trainable_weights) == model.count_params() - expected
+    blocks = kt.get_blocks(model)
+    assert kt.trainable_summary(model).trainable_params.tolist() == (
+        [0] * (len(blocks) - 2) + [_params(b.layers) for b in blocks[-2:]])
 
 
 def _lora_paths(model, classes):
     return sorted(layer.path for layer in compat.walk_layers(model) if isinstance(layer, classes))
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("name", MODELS)
 def test_apply_lora_defaults_to_keras_hubs_own_query_value_targets(name):
     model = kt.apply_lora(BUILDERS[name](), rank=2)
     assert _lora_paths(model, (kt.LoRADense, kt.LoRAEinsumDense)) == LORA[name]
@@ -197,10 +202,6 @@ def test_apply_lora_defaults_to_keras_hubs_own_query_value_targets(name):
     assert {w.path.rsplit("/", 1)[1] for w in model.trainable_weights} == {"lora_a", "lora_b"}
     keras_adapters = [w for w in reference.trainable_weights if w.path.endswith(("lora_kernel_a", "lora_kernel_b"))]
     assert _params_of(model.trainable_weights) == _params_of(keras_adapters) > 0
-
-
-def _params_of(variables):
-    return sum(int(keras.ops.size(w)) for w in variables)
 
 
 def test_lora_targets_of_the_spec_are_the_ones_apply_lora_uses():
