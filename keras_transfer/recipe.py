@@ -274,42 +274,11 @@ def _check_recipe_fields(config):
     _checks.positive_int("max_examples", config.max_examples, optional=True)
 
 
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class LastTokenPooling(keras.layers.Layer):
-    """Each sequence's features at its last unpadded token: `(batch, length, dim)` -> `(batch, dim)`.
-
-    In a decoder LLM attention runs left to right, so only the last token has
-    seen the whole text: it is the one to classify from. Padding may be on
-    either side; a sequence with no unpadded token gives its first position.
-
-    Call arguments:
-        inputs: the backbone's sequence output, `(batch, length, dim)`.
-        padding_mask: `(batch, length)`, true (or 1) at real tokens.
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> from keras_transfer.recipe import LastTokenPooling
-    >>> x = np.arange(12, dtype="float32").reshape(2, 3, 2)
-    >>> keras.ops.convert_to_numpy(LastTokenPooling()(x, np.array([[1, 1, 0], [1, 1, 1]]))).tolist()
-    [[2.0, 3.0], [10.0, 11.0]]
-    """
-
-    def call(self, inputs, padding_mask):
-        mask = keras.ops.cast(padding_mask, "int32")
-        positions = keras.ops.arange(keras.ops.shape(inputs)[1], dtype="int32")
-        last = keras.ops.max(mask * positions[None, :], axis=1)
-        return keras.ops.take_along_axis(inputs, last[:, None, None], axis=1)[:, 0, :]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
-
-
 def build_decoder_classifier(backbone, num_classes, hidden_units=2048, dropout=0.1):
     """A classifier on a keras-hub decoder LLM backbone, pooled at each text's last token.
 
     The model of KerasHub's getting-started guide: `backbone ->
-    LastTokenPooling -> Dense(hidden_units, relu) -> Dropout -> Dense(num_classes)`,
+    TokenPooling("last") -> Dense(hidden_units, relu) -> Dropout -> Dense(num_classes)`,
     a functional model whose new layers form the `head` block, so `fine_tune`,
     `kt.apply_lora` and `kt.load_adapters` treat it as any classifier. Its
     outputs are logits; its inputs the backbone's (`token_ids`, `padding_mask`).
@@ -344,7 +313,10 @@ def build_decoder_classifier(backbone, num_classes, hidden_units=2048, dropout=0
     _checks.positive_int("hidden_units", hidden_units, optional=True)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
-    x = LastTokenPooling(name="last_token")(backbone(inputs), inputs["padding_mask"])
+    from keras_transfer.backbones import TokenPooling
+
+    # In a decoder LLM only the last token has attended to the whole text.
+    x = TokenPooling("last", name="last_token")(backbone(inputs), inputs["padding_mask"])
     if hidden_units is not None:
         x = keras.layers.Dense(hidden_units, activation="relu", name="pooled_dense")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 import keras_transfer as kt
 from keras_transfer import cli, recipe, recipes
 from keras_transfer.blocks import count_params
-from keras_transfer.recipe import DecoderTextRecipeConfig, LastTokenPooling, build_decoder_classifier, configure
+from keras_transfer.recipe import DecoderTextRecipeConfig, build_decoder_classifier, configure
 from keras_transfer.recipes import imdb_gemma
 
 TINY = dict(sequence_length=16, batch_size=4, hidden_units=8, verbose=0)
@@ -95,14 +95,6 @@ def test_imdb_gemma_trains_only_the_lora_adapters_and_the_head(gemma_preset, tmp
     x = {"token_ids": np.array([[1, 5, 9, 2, 0, 0], [1, 4, 4, 4, 7, 2]]),
          "padding_mask": np.array([[1, 1, 1, 1, 0, 0], [1] * 6])}
     np.testing.assert_allclose(fresh.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
-
-
-def test_last_token_pooling_takes_the_last_unpadded_position_on_either_side():
-    x = np.arange(24, dtype="float32").reshape(2, 4, 3)
-    right = np.array([[1, 1, 0, 0], [1, 1, 1, 1]])
-    left = np.array([[0, 0, 1, 1], [0, 1, 1, 1]])
-    np.testing.assert_array_equal(LastTokenPooling()(x, right), [[3, 4, 5], [21, 22, 23]])
-    np.testing.assert_array_equal(LastTokenPooling()(x, left), [[9, 10, 11], [21, 22, 23]])
 
 
 def test_imdb_gemma_keeps_the_guides_defaults():
