@@ -122,6 +122,20 @@ def test_keras_hub_bert_backbone_blocks():
     _assert_partition(bert, blocks)
 
 
+def test_a_hub_transformer_without_a_spec_keeps_its_final_norm_out_of_the_last_layer():
+    """OPT has no family spec; the generic transformer rule put its final `layer_norm` in the last layer."""
+    opt = keras_hub.models.OPTBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=8
+    )
+    blocks = kt.get_blocks(opt)
+    assert [(b.name, [layer.name for layer in b.layers]) for b in blocks] == [
+        ("embeddings", ["embeddings"]), ("transformer_layer_0", ["transformer_layer_0"]),
+        ("transformer_layer_1", ["transformer_layer_1"]), ("pooler", ["layer_norm"]),
+    ]
+    assert blocks[0].family == "keras_hub.transformer"
+    _assert_partition(opt, blocks)
+
+
 def test_keras_hub_vit_backbone_opens_its_encoder():
     vit = keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16

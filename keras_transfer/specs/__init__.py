@@ -16,7 +16,7 @@ TRANSFORMER_FALLBACK = BlockSpec(
     (
         ("embeddings", r".*embedding.*|embeddings_.*"),
         (r"\1", r"(transformer_layer_\d+)"),
-        ("pooler", r"pooled_dense|final_layernorm|.*_layer_norm"),
+        ("pooler", r"pooled_dense|final_layernorm|layer_norm|.*_layer_?norm"),
     ),
     signature=(r"transformer_layer_0",),
 )
