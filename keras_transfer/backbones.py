@@ -831,8 +831,11 @@ def _hub_backbone(name, weights, input_shape, pooling):
         raise ValueError(f"`name` must be 'hub:<preset>' with a preset. Received: name={name!r}")
     sequence_length = _check_sequence_length(input_shape)
     input_shape = None if sequence_length is not None else _check_input_shape(input_shape, None, name)
-    load = lambda **kwargs: _from_preset(keras_hub.models.Backbone, preset,  # noqa: E731
-                                         {"load_weights": weights is not None, **kwargs}, ("name", "hub:/path/to/preset"))
+
+    def load(**kwargs):
+        kwargs["load_weights"] = weights is not None
+        return _from_preset(keras_hub.models.Backbone, preset, kwargs, ("name", "hub:/path/to/preset"))
+
     if input_shape is None:
         backbone = load()
     else:

@@ -150,6 +150,7 @@ def test_siglip_is_its_vision_tower_pooled_by_its_own_attention_head(siglip):
     np.testing.assert_allclose(image_through_tf_data(pooled.preprocess, raw), numpy(converter(raw * 1.0)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_siglip_keeps_the_image_size_of_its_preset(siglip):
     name, _, _ = siglip
     assert tuple(kt.get_backbone(name, input_shape=(32, 32, 3)).model.output.shape) == (None, 16)
@@ -160,6 +161,7 @@ def test_siglip_keeps_the_image_size_of_its_preset(siglip):
         kt.get_backbone(name, input_shape=(16,))
 
 
+@pytest.mark.slow
 def test_conv_backbone_pools_the_last_stage(tmp_path):
     # HGNetV2 outputs every stage: the features are its last one.
     model = keras_hub.models.HGNetV2Backbone(
@@ -178,6 +180,7 @@ def test_conv_backbone_pools_the_last_stage(tmp_path):
     assert tuple(kt.build_classifier(avg, num_classes=3).output.shape) == (None, 3)
 
 
+@pytest.mark.slow
 def test_vision_backbones_build_classifiers(dinov2, siglip):
     for name, _, _ in (dinov2, siglip):
         backbone = kt.get_backbone(name)
@@ -237,6 +240,7 @@ def test_bert_poolings(bert):
     assert tuple(unpooled.model.output.shape) == (None, None, 16)
     np.testing.assert_array_equal(numpy(unpooled.model(x)), sequence)
     assert "Backbone('hub:" in repr(cls) and "'token_ids': (None,)" in repr(cls)
+    assert sum(block.num_params for block in kt.get_blocks(cls.model)) == cls.model.count_params()
 
 
 def gemma_tokenizer():
