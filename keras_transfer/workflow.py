@@ -118,8 +118,9 @@ def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), bac
     layers run in inference mode even when they are unfrozen.
 
     Args:
-        backbone: a `keras.Model` with one image input (its output may be a
-            feature map, a token sequence or already pooled), or the
+        backbone: a `keras.Model` with one image input, or a text model's
+            dict of inputs (token ids, masks), whose output may be a feature
+            map, a token sequence or already pooled; or the
             `kt.Backbone` that `kt.get_backbone` returns (its `model`).
         num_classes: number of output classes (logits); at least 2.
         dropout: dropout rate before the output layer, in [0, 1).
@@ -166,11 +167,18 @@ def build_classifier(backbone, num_classes, *, dropout=0.2, hidden_units=(), bac
     head_layers.append(keras.layers.Dropout(dropout, name="head_dropout"))
     head_layers.append(keras.layers.Dense(num_classes, name="head_logits", dtype="float32"))
     # === Functional Model ===
-    inputs = keras.Input(backbone.input.shape[1:], name="image")
+    inputs = _inputs_like(backbone)
     x = backbone(inputs, training=backbone_training)
     for layer in head_layers:
         x = layer(x)
     return keras.Model(inputs, x, name=name or f"{backbone.name}_classifier")
+
+
+def _inputs_like(backbone):
+    """New inputs shaped as the backbone's: one image tensor, or a dict (a text model's token ids and masks)."""
+    if isinstance(backbone.input, dict):
+        return {key: keras.Input(t.shape[1:], dtype=t.dtype, name=key) for key, t in backbone.input.items()}
+    return keras.Input(backbone.input.shape[1:], name="image")
 
 
 def fine_tune(model_or_backbone, train_ds, val_ds=None, config=None, *, callbacks=None, **options):

@@ -224,6 +224,23 @@ def test_bert_preprocessing_maps_raw_strings_to_its_inputs_in_tf_data(bert):
     assert shorter.preprocess(tf.constant(TEXTS))["token_ids"].numpy().tolist() == [[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]]
 
 
+def test_text_backbones_build_classifiers_that_train_on_raw_strings(bert, gemma):
+    """build_classifier made one image input, so a text backbone's dict of inputs failed (AttributeError)."""
+    for name, _, _ in (bert, gemma):
+        backbone = kt.get_backbone(name)
+        classifier = kt.build_classifier(backbone, num_classes=3, dropout=0.0)
+        x = backbone.preprocess(tf.constant(TEXTS))
+        assert sorted(classifier.input) == sorted(backbone.model.input)
+        features = numpy(backbone.model(x))
+        head = classifier.get_layer("head_logits")
+        expected = features @ numpy(head.kernel) + numpy(head.bias)
+        np.testing.assert_allclose(numpy(classifier(x)), expected, rtol=1e-5, atol=1e-6)
+        assert [b.name for b in kt.get_blocks(classifier)][-1] == "head"
+        classifier.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ds = tf.data.Dataset.from_tensor_slices(([*TEXTS], [0, 2])).batch(2).map(backbone.preprocess)
+        assert np.isfinite(classifier.fit(ds, epochs=1, verbose=0, shuffle=False).history["loss"][0])
+
+
 def test_bert_poolings(bert):
     name, original, _ = bert
     x = kt.get_backbone(name).preprocess(tf.constant(TEXTS))
