@@ -872,7 +872,8 @@ def _hub_backbone(name, weights, input_shape, pooling):
     else:
         preprocess, input_size = _hub_image_preprocessing(keras_hub, preset, source, input_shape)
     model = _hub_features(source, family, _hub_pooling(pooling, family, source))
-    family_name = f"keras_hub.{type(backbone).__name__.removesuffix('Backbone').lower()}"
+    # keras-hub's folder of the class (`keras_hub.src.models.deberta_v3.…`), the `path` list_backbones shows.
+    family_name = "keras_hub." + type(backbone).__module__.split(".")[-2]
     return Backbone(name, model, preprocess, input_size, find_spec(model), family_name,
                     None if weights is None else preset)
 
