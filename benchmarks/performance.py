@@ -1,12 +1,13 @@
 """Every performance ratio the issues name, each against its baseline in the same run.
 
-    python -m benchmarks.performance [--quick] [--only optimizers lora data workflow]
+    python -m benchmarks.performance [--quick] [--only optimizers lora data workflow blocks]
 
 One table, one row per ratio: the differential-optimizer step overhead; LoRA
 step time, memory, merged latency and adapter size; pipeline throughput vs the
 Keras utility and a naive map; cached vs uncached feature extraction; and
 `fine_tune` vs a hand-written Keras `compile` + `fit` of the same model, in
-steady-state throughput and in setup time, apart. Columns only some suites
+steady-state throughput and in setup time, apart; and block discovery against
+building the model, for each keras-hub family with a block spec. Columns only some suites
 report (the workflow's `repeats` and `ratio_range`) are blank elsewhere.
 Writes `benchmarks/out/performance.{csv,md}`.
 """
@@ -19,7 +20,7 @@ import pandas as pd
 
 from benchmarks import common
 
-SUITES = ("optimizers", "lora", "data", "workflow")
+SUITES = ("optimizers", "lora", "data", "workflow", "blocks")
 
 
 def run(quick=False, only=None):
