@@ -4,8 +4,10 @@
 small, randomly initialised instance of that family's keras-hub class (2-3
 layers or stages, widths of 8-32, images of 32-64 pixels), so block discovery
 and everything built on it can be timed and tested without downloading a
-preset. The family names are those of the block specs in
-`keras_transfer.specs.hub_vision`, without the `keras_hub.` prefix.
+preset. The names are keras-hub's folders of the classes, as the block specs
+in `keras_transfer.specs.hub_vision` name their families (`keras_hub.dinov2`);
+`clip` is CLIP's vision encoder and `clip_text` its text encoder, which share
+the `keras_hub.clip` spec. SigLIP2 is the SigLIP classes with other presets.
 
 Example:
 
@@ -39,12 +41,12 @@ def dinov3():
         num_register_tokens=2, image_shape=(32, 32, 3))
 
 
-def siglip_vision():
+def siglip():
     return keras_hub.models.SigLIPVisionEncoder(
         patch_size=8, hidden_dim=16, num_layers=3, num_heads=2, intermediate_dim=32, image_shape=(32, 32, 3))
 
 
-def clip_vision():
+def clip():
     return keras_hub.models.CLIPVisionEncoder(
         patch_size=8, hidden_dim=16, num_layers=3, num_heads=2, intermediate_dim=32, image_shape=(32, 32, 3))
 
@@ -55,7 +57,7 @@ def clip_text():
         max_sequence_length=8)
 
 
-def swin():
+def swin_transformer():
     return keras_hub.models.SwinTransformerBackbone(
         image_shape=(32, 32, 3), embed_dim=8, depths=(1, 1), num_heads=(2, 2), window_size=4, patch_size=4)
 
@@ -116,10 +118,10 @@ VISION_CONFIGS = {
     "deit": deit,
     "dinov2": dinov2,
     "dinov3": dinov3,
-    "siglip_vision": siglip_vision,
-    "clip_vision": clip_vision,
+    "siglip": siglip,
+    "clip": clip,
     "clip_text": clip_text,
-    "swin": swin,
+    "swin_transformer": swin_transformer,
     "mit": mit,
     "efficientnet": efficientnet,
     "resnet": resnet,

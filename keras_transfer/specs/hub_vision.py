@@ -1,13 +1,18 @@
 """Block specs of keras-hub image backbones (and the CLIP text tower), recognised by class name.
 
+A spec's family is keras-hub's folder of the class (`keras_hub.swin_transformer`), as
+`kt.get_backbone` names a hub backbone's family; CLIP's two towers share one.
+
 Transformers split into `embeddings`, one block per transformer layer (named
 as keras-hub names the layer: ViT's `transformer_block_1`.., CLIP's and
 SigLIP's `encoder_block_0`..; DINOv2/v3's `layers_N` become
 `transformer_layer_N`) and `top` (the final norm, and SigLIP's attention
 pooling). Where the transformer layers sit inside an encoder layer (ViT, DeiT,
-DINOv2, DINOv3, HGNetV2's stages), `expand` opens it. Convolutional families
-split into `stem`, their stages as keras-hub names them, and `top` where they
-have one.
+DINOv2, DINOv3, HGNetV2's stages), `expand` opens it. Swin and MiT split
+into stages (`stage_0`..; a MiT stage is its patch embedding, encoder layers
+and norm). Convolutional families split into `stem`, their stages as
+keras-hub names them, and `top` where they have one (MobileNet's last block,
+`block_N`, is its final 1x1 convolution).
 
 Layers of CLIP, SigLIP and DINO backbones carry the model's name as a prefix
 when one was given (`vision_encoder_encoder_block_0`), so their rules accept
@@ -18,8 +23,9 @@ keras-hub's `Backbone.default_lora_layer_names()` (`query`, `value`, ...)
 picks. DINOv3 names them `q_proj` / `v_proj` and Swin fuses them into one
 `attention_qkv` Dense; keras-hub's default names miss both, these specs name
 them. MiT's attention Dense layers have automatic names (`dense_7`), which no
-regex can tell apart, and convolutional families have no Dense layers to
-adapt: they keep `apply_lora`'s general rule.
+regex can tell apart, so MiT keeps `apply_lora`'s general rule (the Dense
+layers of its last stage); convolutional families have no Dense layers, and
+`apply_lora` adapts only Dense and EinsumDense.
 
 Example:
 
@@ -109,7 +115,7 @@ SPECS = (
         lora_targets=(r"q_proj", r"v_proj"),
     ),
     BlockSpec(
-        "keras_hub.siglip_vision",
+        "keras_hub.siglip",
         r"SigLIPVisionEncoder",
         (
             ("embeddings", _P + r"embedding"),
@@ -119,8 +125,8 @@ SPECS = (
         lora_targets=_QUERY_VALUE,
     ),
     BlockSpec(
-        "keras_hub.clip_vision",
-        r"CLIPVisionEncoder",
+        "keras_hub.clip",
+        r"CLIPVisionEncoder|CLIPTextEncoder",
         (
             ("embeddings", _P + r"embedding|" + _P + r"pre_layer_norm"),
             (r"\1", _P + r"(encoder_block_\d+)"),
@@ -129,17 +135,7 @@ SPECS = (
         lora_targets=_QUERY_VALUE,
     ),
     BlockSpec(
-        "keras_hub.clip_text",
-        r"CLIPTextEncoder",
-        (
-            ("embeddings", _P + r"embedding"),
-            (r"\1", _P + r"(encoder_block_\d+)"),
-            ("top", _P + r"layer_norm"),
-        ),
-        lora_targets=_QUERY_VALUE,
-    ),
-    BlockSpec(
-        "keras_hub.swin",
+        "keras_hub.swin_transformer",
         r"SwinTransformerBackbone",
         (("embeddings", r"patch_embedding"), (r"\1", r"(stage_\d+)"), ("top", r"norm")),
         lora_targets=(r"attention_qkv",),
