@@ -13,6 +13,7 @@ import collections
 import warnings
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -199,6 +200,22 @@ def test_a_named_model_prefixes_its_layers_and_keeps_its_blocks(family, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert kt.block_names(model) == CASES[family][0]
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_a_two_tower_model_is_one_block_per_tower_and_none_is_the_head(family):
+    vision = VISION_CONFIGS[family]()
+    text_class = keras_hub.models.SigLIPTextEncoder if family == "siglip" else keras_hub.models.CLIPTextEncoder
+    text = text_class(vocabulary_size=64, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+                      intermediate_dim=32, max_sequence_length=8)
+    model = (keras_hub.models.SigLIPBackbone(vision, text) if family == "siglip"
+             else keras_hub.models.CLIPBackbone(vision, text, projection_dim=8))
+    blocks = kt.get_blocks(model)
+    assert [b.name for b in blocks] == ["vision_encoder", "text_encoder", "top"]
+    assert blocks[0].layers == (vision,) and blocks[1].layers == (text,)
+    assert sum(b.num_params for b in blocks) == model.count_params()
+    # SigLIP's top is a logit scale and bias; CLIP's two projections (16 * 8 each) and a logit scale.
+    assert blocks[2].num_params == {"siglip": 2, "clip": 2 * 16 * 8 + 1}[family]
 
 
 # --- a DINOv2 classifier -----------------------------------------------------

@@ -2,6 +2,8 @@
 
 A spec's family is keras-hub's folder of the class (`keras_hub.swin_transformer`), as
 `kt.get_backbone` names a hub backbone's family; CLIP's two towers share one.
+The two-tower `SigLIPBackbone` and `CLIPBackbone`, taken whole, split into
+`vision_encoder`, `text_encoder` and `top` (projections and logit scale).
 
 Transformers split into `embeddings`, one block per transformer layer (named
 as keras-hub names the layer: ViT's `transformer_block_1`.., CLIP's and
@@ -131,6 +133,24 @@ SPECS = (
             ("embeddings", _P + r"embedding|" + _P + r"pre_layer_norm"),
             (r"\1", _P + r"(encoder_block_\d+)"),
             ("top", _P + r"layer_norm"),
+        ),
+        lora_targets=_QUERY_VALUE,
+    ),
+    # The two-tower models, whole: one block per tower, then the projections and logit scale. Without
+    # these, the vision tower's spec would split the model and leave the text tower in `head`.
+    BlockSpec(
+        "keras_hub.siglip",
+        r"SigLIPBackbone",
+        (("vision_encoder", r".*vision_encoder"), ("text_encoder", r".*text_encoder"), ("top", r"siglip_head")),
+        lora_targets=_QUERY_VALUE,
+    ),
+    BlockSpec(
+        "keras_hub.clip",
+        r"CLIPBackbone",
+        (
+            ("vision_encoder", r".*vision_encoder"),
+            ("text_encoder", r".*text_encoder"),
+            ("top", r"vision_pooler|text_pooler|vision_projection|text_projection|clip_head"),
         ),
         lora_targets=_QUERY_VALUE,
     ),
