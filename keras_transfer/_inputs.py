@@ -201,7 +201,7 @@ def run_model(model, data, name, *, batch_size=32, max_examples=None, verbose=0,
     outputs, ys, seen = [], [], 0
     read = batches(data, name, batch_size, labels)
     for step, (x, y) in enumerate(read, start=1):
-        output = model.predict_on_batch(x)
+        output = predict_batch(model, x)
         output = list(output) if isinstance(output, (list, tuple)) else [output]
         outputs.append([np.asarray(keras.ops.convert_to_numpy(o)) for o in output])
         if y is not None:
@@ -218,6 +218,38 @@ def run_model(model, data, name, *, batch_size=32, max_examples=None, verbose=0,
     if y is not None and max_examples is not None and (seen > max_examples or next(read, None) is not None):
         _warn_if_sorted(y, name, max_examples)
     return merged, y
+
+
+def predict_batch(model, x):
+    """`model`'s outputs for the batch `x` (a structure of arrays), under any distribution in effect.
+
+    With one replica, `predict_on_batch`. Under a `tf.distribute` strategy
+    with several, `predict_on_batch` runs the whole batch on every replica and
+    returns one copy per replica (a batch of 64 gave 128 rows on 2 replicas);
+    Keras' `predict` splits the batch over them. A JAX `DataParallel` shards
+    the batch over its devices and needs a size they divide, so a batch that
+    does not (the last one of a dataset, say) is padded with copies of its
+    last example, and their outputs are dropped: inference is per example.
+    """
+    replicas = _replicas(model)
+    if replicas == 1:
+        return model.predict_on_batch(x)
+    n = length(x, "x")
+    pad = -n % replicas if keras.backend.backend() == "jax" else 0
+    if pad:
+        x = keras.tree.map_structure(lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]), x)
+    outputs = model.predict(x, batch_size=n + pad, verbose=0)
+    return keras.tree.map_structure(lambda o: o[:n], outputs)
+
+
+def _replicas(model):
+    """How many devices share a batch of `model`: its `tf.distribute` strategy's replicas, or the JAX distribution's."""
+    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's, from where it was built
+    if strategy is not None:
+        return strategy.num_replicas_in_sync
+    from keras_transfer.distribute import _current_replicas
+
+    return _current_replicas()
 
 
 def _warn_if_sorted(y, name, max_examples):

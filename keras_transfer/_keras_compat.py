@@ -189,3 +189,33 @@ def track_optimizer_variable(optimizer, variable):
     exists before the optimizer that must own it.
     """
     optimizer._track_variable(variable)
+
+
+# --- distribution ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def build_without_reading(model, dataset):
+    """Within it, `fit` builds `model` from `dataset.element_spec`, not from a batch it reads first.
+
+    Keras' TensorFlow trainer, for a model built under a `tf.distribute`
+    strategy, opens an iterator of the training data to build the model
+    before the first epoch (`_maybe_symbolic_build`). Opening an iterator of
+    a dataset that reshuffles each iteration moves its shuffle on by one
+    epoch, so under a MirroredStrategy epoch `k` trained on the order of
+    epoch `k + 1` of one device. A spec builds the same variables; Keras has
+    no public switch for this.
+    """
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None) is None:
+        yield
+        return
+
+    def build(iterator=None, data_batch=None):
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=dataset.element_spec if data_batch is None else data_batch)
+
+    model._maybe_symbolic_build = build
+    try:
+        yield
+    finally:
+        del model._maybe_symbolic_build

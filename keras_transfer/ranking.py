@@ -396,7 +396,7 @@ def _pooled_features(model, preprocess, images, batch_size, verbose):
         batch = images[step * batch_size:(step + 1) * batch_size]
         if preprocess is not None:
             batch = preprocess(batch)
-        output = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        output = keras.ops.convert_to_numpy(inputs.predict_batch(model, batch))
         if output.ndim > 2:
             output = output.mean(axis=tuple(range(1, output.ndim - 1)))
         features.append(output.reshape(len(output), -1).astype("float64"))

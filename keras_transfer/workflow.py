@@ -41,6 +41,7 @@ from keras_transfer.backbones import Backbone, check_image_size
 from keras_transfer.blocks import count_params, get_blocks
 from keras_transfer.callbacks import AtomicBackupAndRestore, checkpoint_callbacks
 from keras_transfer.config import STRATEGIES, FineTuneConfig, take_renamed  # noqa: F401 (STRATEGIES: public here too)
+from keras_transfer.distribute import scale_batch_size
 from keras_transfer.freezing import freeze, unfreeze
 from keras_transfer.lora import apply_lora, merge_lora
 from keras_transfer.losses import SparseCategoricalCrossentropy
@@ -494,12 +495,30 @@ def _as_classifier(model_or_backbone, num_classes, dropout, scratch):
             f"Received: model_or_backbone={model_or_backbone!r}"
         )
     if any(b.is_head for b in get_blocks(model)):
-        return keras.models.clone_model(model) if scratch else model
+        return _fresh_copy(model) if scratch else model
     if scratch:
         # From scratch, BatchNorm must learn its statistics from batches.
-        return build_classifier(keras.models.clone_model(model), num_classes, dropout=dropout,
-                                backbone_training=None)
+        return build_classifier(_fresh_copy(model), num_classes, dropout=dropout, backbone_training=None)
     return build_classifier(model, num_classes, dropout=dropout)
+
+
+def _fresh_copy(model):
+    """`model`'s architecture with new weights; over several replicas, BatchNorm synchronized across them.
+
+    Trained from scratch, BatchNorm normalizes by the statistics of each batch. Under a `tf.distribute`
+    strategy each replica would use those of its own share of the batch: synchronized, they are the
+    global batch's, as on one device (and under JAX's `DataParallel`, which computes them globally).
+    """
+    if scale_batch_size(1) == 1:
+        return keras.models.clone_model(model)
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def _check_classes(num_classes, dataset, name):
@@ -908,8 +927,9 @@ def _run_phase(model, phase, train_ds, epochs, optimizer, *, rate_model, loss, m
     if keep is not None:
         callbacks.append(keep)
     # The datasets shuffle themselves (seeded); Keras' own flag does nothing for them.
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                    shuffle=False, initial_epoch=initial_epoch)
+    with compat.build_without_reading(model, train_ds):
+        fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False, initial_epoch=initial_epoch)
     if phase_dir is not None:
         # A resumed `fit` reports only the epochs it ran; the log has them all.
         history = pd.read_csv(phase_dir / "epochs.csv").drop_duplicates("epoch", keep="last").drop(columns="epoch")

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_transfer import _checks
+from keras_transfer._inputs import predict_batch
 from keras_transfer.data._tensorflow import tf
 from keras_transfer.data.pipeline import _shuffle
 
@@ -153,9 +154,7 @@ def _extract(model, source, verbose):
     with tqdm(total=total if total >= 0 else None, desc="caching features", unit="batch",
               disable=not verbose) as bar:
         for images, batch_labels in source.as_numpy_iterator():
-            # `predict`, not `predict_on_batch`: under a MirroredStrategy the latter runs
-            # the whole batch on every replica and returns one copy per replica.
-            features.append(keras.ops.convert_to_numpy(model.predict(images, batch_size=len(images), verbose=0)))
+            features.append(keras.ops.convert_to_numpy(predict_batch(model, images)))
             labels.append(batch_labels)
             bar.update(1)
     if not features:

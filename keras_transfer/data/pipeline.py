@@ -78,9 +78,15 @@ def _finish(elements, count, *, batch_size, shuffle, seed, buffer, cache, prepro
     if shuffle and seed is None:
         seed = int(np.random.randint(1_000_000))
     layers = [] if augment is None else augmentation(augment, seed=seed)
+    devices = _jax_devices()
+    if devices > 1 and batch_size % devices:
+        raise ValueError(
+            f"`batch_size` must be a multiple of the {devices} devices of the JAX distribution in effect, which "
+            f"splits every batch evenly over them (kt.scale_batch_size gives one). Received: batch_size={batch_size}"
+        )
     if drop_remainder is None:
-        # A TPU compiles for static shapes.
-        drop_remainder = accelerator_kind() == "tpu"
+        # A TPU compiles for static shapes; a JAX distribution cannot split a last batch its devices do not divide.
+        drop_remainder = accelerator_kind() == "tpu" or devices > 1
     seeds = tf.compat.v1.random.get_seed(seed) if shuffle else None
 
     def batch_map(augmented):
@@ -168,6 +174,15 @@ def _shuffle(ds, buffer, seeds):
         reshuffle_each_iteration=True,
     )
     return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def _jax_devices():
+    """How many devices a JAX distribution in effect splits each batch over; 1 on other backends."""
+    if keras.backend.backend() != "jax":
+        return 1
+    from keras_transfer.distribute import _current_replicas
+
+    return _current_replicas()
 
 
 def _to_uint8(image, label):

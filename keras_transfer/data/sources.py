@@ -49,7 +49,8 @@ def from_arrays(images, labels, batch_size=32, shuffle=False, seed=None, *, prep
             class probabilities.
         class_names: names of the classes; `"0"`, `"1"`, ... by default.
         drop_remainder: drop the last partial batch; by default only when a
-            TPU is in use, which needs static shapes.
+            TPU is in use, which needs static shapes, or a JAX distribution
+            over several devices, which splits every batch evenly.
 
     Returns:
         A `tf.data.Dataset` of `(float32 images, int32 labels)` batches with
@@ -112,7 +113,8 @@ def from_directory(path, image_size=(224, 224), batch_size=32, validation_split=
         pad_to_aspect_ratio: resize without distortion by padding with zeros.
         fast_decode: decode JPEGs much larger than `image_size` at 1/2, 1/4
             or 1/8 scale (never below `image_size`) before resizing.
-        drop_remainder: drop the last partial batch; by default only on TPU.
+        drop_remainder: drop the last partial batch; by default only on TPU
+            and under a JAX distribution over several devices (see `from_arrays`).
         check: how files are checked before training: `"header"` reads
             their first and last bytes (empty, truncated and non-image files
             are skipped); `"decode"` also decodes each one, so files damaged
