@@ -178,6 +178,8 @@ def test_conv_backbone_pools_the_last_stage(tmp_path):
     np.testing.assert_allclose(numpy(avg.model(IMAGES)), stage.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(numpy(top.model(IMAGES)), stage.max(axis=(1, 2)))
     assert tuple(kt.build_classifier(avg, num_classes=3).output.shape) == (None, 3)
+    # Loaded from a preset, keras-hub prefixes HGNetV2's layer names with the model's; its spec still applies.
+    assert kt.block_names(avg.model) == ["stem", "stage_0", "stage_1"]
 
 
 @pytest.mark.slow

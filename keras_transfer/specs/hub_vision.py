@@ -69,8 +69,9 @@ SPECS = (
     BlockSpec(
         "keras_hub.hgnetv2",
         r"HGNetV2Backbone",
-        (("stem", r"embedder"), (r"stage_\1", r"encoder_stage_(\d+)")),
-        expand=r"encoder",
+        # Loaded from a preset, keras-hub prefixes these layers with the model's name.
+        (("stem", _P + r"embedder"), (r"stage_\1", _P + r"encoder_stage_(\d+)")),
+        expand=_P + r"encoder",
     ),
     BlockSpec(
         "keras_hub.vit",
