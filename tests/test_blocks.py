@@ -276,3 +276,16 @@ def test_a_registered_spec_is_used_by_every_block_aware_function():
 def test_block_spec_checks_its_fields(kwargs, message):
     with pytest.raises(ValueError, match=message):
         kt.BlockSpec(**kwargs)
+
+
+def test_hub_backbones_rebuilt_from_their_config_keep_their_blocks():
+    """A preset loads a backbone from its config, whose `name` some families prefix to their layers (HGNetV2 lost
+    every block that way)."""
+    from benchmarks.hub_configs_text import TEXT_CONFIGS
+    from benchmarks.hub_configs_vision import VISION_CONFIGS
+
+    for family, build in {**VISION_CONFIGS, **TEXT_CONFIGS}.items():
+        built = build()
+        rebuilt = type(built).from_config(built.get_config())
+        assert kt.block_names(rebuilt) == kt.block_names(built), family
+        assert kt.find_spec(rebuilt).family.startswith("keras_hub."), family
