@@ -62,6 +62,7 @@ SUBSTITUTIONS = [
     # CI smoke-runs the benchmarks in quick mode; a full run takes an hour.
     ('python -m benchmarks.strategies', '[--quick]', '--quick'),
     ('python -m benchmarks.performance', '[--quick]', '--quick'),
+    ('python -m benchmarks.perf_model_parallel', '[--quick]', '--quick'),
     # CI smoke-runs the choosing benchmark on the near set alone and without the hand sweep, to stay short.
     ('python -m benchmarks.choosing', '[--quick]',
      '--quick --data ../shared/assets/hymenoptera_data --parts auto default suggest lr guards'),
