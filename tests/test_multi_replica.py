@@ -88,9 +88,11 @@ def test_a_last_partial_batch_trains(fast_runs):
 def test_every_strategy_and_gradual_unfreezing_match_one_device(backend, devices):
     one, many = run(backend, 1, *SLOW), run(backend, devices, *SLOW)
     for name in SLOW:
-        for key in ("metrics", "history", "top_kernel_sum"):
+        for key in ("metrics", "history"):
             if key in one[name]:
-                assert_same_run({key: one[name][key]}, {key: many[name][key]})
+                assert_same_run(one[name][key], many[name][key])
+    np.testing.assert_allclose(many["gradual_unfreezing"]["top_kernel_sum"],
+                               one["gradual_unfreezing"]["top_kernel_sum"], rtol=1e-4)
 
 
 @needs_tensorflow
