@@ -509,7 +509,7 @@ def _fresh_copy(model):
     strategy each replica would use those of its own share of the batch: synchronized, they are the
     global batch's, as on one device (and under JAX's `DataParallel`, which computes them globally).
     """
-    if scale_batch_size(1) == 1:
+    if keras.backend.backend() != "tensorflow" or scale_batch_size(1) == 1:  # JAX computes them globally
         return keras.models.clone_model(model)
 
     def clone(layer):
