@@ -156,3 +156,42 @@ def test_no_reach_into_keras_internals_outside_the_compat_module():
                  for path in sorted(PACKAGE.rglob("*.py")) if path.name != "_keras_compat.py"
                  for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_build_without_reading_keeps_fit_from_opening_the_data_an_extra_time():
+    """Under a tf.distribute strategy, Keras' `fit` opens the training data once to build the model (through
+    `_maybe_symbolic_build`), which moves a reshuffling dataset on by an epoch; the compat hook builds from the
+    dataset's spec instead."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the extra read is the TensorFlow trainer's")
+    import inspect
+
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+    from keras.src.trainers.trainer import Trainer
+
+    assert list(inspect.signature(TensorFlowTrainer._maybe_symbolic_build).parameters) == [
+        "self", "iterator", "data_batch"]
+    assert "data_batch" in inspect.signature(Trainer._symbolic_build).parameters
+    opened = []
+
+    def examples():
+        opened.append(1)
+        for i in range(4):
+            yield np.full((2,), i, "float32"), np.float32(i)
+
+    signature = (tf.TensorSpec((2,), tf.float32), tf.TensorSpec((), tf.float32))
+    dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).batch(2)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(2))
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    assert len(opened) == 2  # Keras' own behaviour: one extra pass opened to build
+    opened.clear()
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    with compat.build_without_reading(model, dataset):
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    assert len(opened) == 1 and model.built
