@@ -79,11 +79,11 @@ def strategy(name):
 
 
 def evaluate():
+    """`strategy="fine_tune"` (cached features in its head phase), then `kt.evaluate` of the result."""
     result = fine_tune(strategy="fine_tune")
     _, val_ds = datasets()
     evaluation = kt.evaluate(result.model, val_ds, verbose=0)
-    return {"accuracy": evaluation.accuracy, "metrics": result.metrics,
-            "confusion": evaluation.confusion.to_numpy().tolist()}
+    return {**summary(result), "accuracy": evaluation.accuracy, "confusion": evaluation.confusion.to_numpy().tolist()}
 
 
 def remainder():

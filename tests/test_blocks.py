@@ -278,6 +278,7 @@ def test_block_spec_checks_its_fields(kwargs, message):
         kt.BlockSpec(**kwargs)
 
 
+@pytest.mark.slow
 def test_hub_backbones_rebuilt_from_their_config_keep_their_blocks():
     """A preset loads a backbone from its config, whose `name` some families prefix to their layers (HGNetV2 lost
     every block that way)."""
