@@ -86,3 +86,19 @@ def keras_downloads_fail(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+
+
+def run_on_jax_devices(script, devices, timeout=300):
+    """Runs a Python script on the JAX backend with `devices` simulated host CPU devices; returns its stdout.
+
+    The device count must be set before JAX initialises, hence a fresh process.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

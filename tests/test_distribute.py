@@ -1,12 +1,11 @@
 """auto_distribution, accelerator_kind and scale_batch_size: the CPU paths for real, TPU / multi-GPU by patching detection."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import pytest
+
+from conftest import run_on_jax_devices
 
 from keras_transfer import distribute
 from keras_transfer.distribute import (
@@ -18,7 +17,6 @@ from keras_transfer.distribute import (
 
 pytestmark = pytest.mark.core
 on_tf = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow strategies")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -163,13 +161,9 @@ def test_jax_with_four_devices_trains_data_parallel():
         print("OK")
         """
     )
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "keras_transfer: 4 CPU devices (jax), DataParallel" in run.stdout
-    assert run.stdout.strip().endswith("OK")
+    stdout = run_on_jax_devices(script, devices=4, timeout=240)
+    assert "keras_transfer: 4 CPU devices (jax), DataParallel" in stdout
+    assert stdout.strip().endswith("OK")
 
 
 def test_old_names_still_work_and_warn():

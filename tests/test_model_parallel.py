@@ -4,19 +4,17 @@ The training test runs JAX in a fresh process with 8 host CPU devices (the
 device count is fixed when JAX starts); the rest run on any backend.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import pytest
 from keras_hub.models import GemmaBackbone
 
+from conftest import run_on_jax_devices
+
 import keras_transfer as kt
 from keras_transfer import distribute
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 on_tf = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TensorFlow backend's error")
 
 
@@ -199,12 +197,8 @@ def test_gemma_with_lora_trains_model_parallel_as_on_one_device():
         print("OK")
         """
     )
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    lines = run.stdout.strip().splitlines()
+    stdout = run_on_jax_devices(script, devices=8, timeout=300)
+    lines = stdout.strip().splitlines()
     assert lines[0] == "keras_transfer: 8 CPU devices (jax), ModelParallel, mesh batch=2 x model=4"
     # 20,867 float32 weights (LoRA's included) = 83,468 bytes, against a device of 2 * 83,468 - 2 bytes.
     assert lines[1] == ("keras_transfer: 8 CPU devices (jax), ModelParallel (weights 8.35e-05 GB, over 50% of one "
