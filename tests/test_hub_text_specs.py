@@ -21,7 +21,8 @@ from benchmarks.hub_configs_text import (  # noqa: E402
 )
 from keras_transfer import _keras_compat as compat  # noqa: E402
 
-pytestmark = pytest.mark.core
+# Not `core`: block discovery is backend-agnostic code, and building these models on JAX compiles each
+# (minutes in CI's two JAX runs); the JAX paths are tested in test_multi_replica and test_model_parallel.
 
 BUILDERS = {**TEXT_CONFIGS, **VARIANT_CONFIGS}
 # The families run by default; the variants (other shapes of the same families) with `-m slow`.
