@@ -309,6 +309,22 @@ def test_last_token_pooling_reads_left_padding_too():
     assert keras.layers.deserialize(keras.layers.serialize(layer)).get_config() == layer.get_config()
 
 
+def test_token_pooling_round_trips_through_a_keras_file(tmp_path):
+    tokens_in, mask_in = keras.Input((4, 3)), keras.Input((4,), dtype="bool")
+    outputs = [backbones.TokenPooling(mode, name=mode)(tokens_in, mask_in) for mode in ("first", "mean", "last")]
+    outputs.append(backbones.TokenPooling("mean", skip=1, name="mean_skip")(tokens_in))
+    model = keras.Model([tokens_in, mask_in], outputs)
+    tokens = np.arange(24, dtype="float32").reshape(2, 4, 3)
+    mask = np.array([[True, True, True, False], [False, True, True, True]])
+    model.save(tmp_path / "pooling.keras")
+    loaded = keras.saving.load_model(tmp_path / "pooling.keras")
+    assert [type(layer).__name__ for layer in loaded.layers[2:]] == ["TokenPooling"] * 4
+    assert loaded.get_layer("mean_skip").skip == 1
+    for before, after in zip(model([tokens, mask]), loaded([tokens, mask])):
+        np.testing.assert_array_equal(numpy(after), numpy(before))
+    np.testing.assert_array_equal(numpy(loaded([tokens, mask])[2]), [tokens[0, 2], tokens[1, 3]])
+
+
 # --- errors ------------------------------------------------------------------
 
 
