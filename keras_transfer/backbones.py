@@ -1007,11 +1007,7 @@ def _from_preset(cls, preset, kwargs, local_option):
             problem = _network_problem(_PRESET_HOSTS[scheme]) if scheme in _PRESET_HOSTS else None
             if problem is None:
                 raise
-            raise OfflineError(
-                f"Could not download keras-hub preset {preset!r} (no network: {problem}). Offline, save the preset "
-                "once where there is a network (`task.save_to_preset('/path/to/preset')`) and pass that directory: ",
-                *local_option, "."
-            ) from None
+            raise _preset_offline(preset, f"(no network: {problem})", local_option) from None
         close = difflib.get_close_matches(preset, list(cls.presets), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
@@ -1022,11 +1018,15 @@ def _from_preset(cls, preset, kwargs, local_option):
     except OSError as e:
         if local or isinstance(e, FileNotFoundError):
             raise
-        raise OfflineError(
-            f"Could not download keras-hub preset {preset!r} (no network?): {e}. Offline, save the preset "
-            "once where there is a network (`task.save_to_preset('/path/to/preset')`) and pass that directory: ",
-            *local_option, "."
-        ) from None
+        raise _preset_offline(preset, f"(no network?): {e}", local_option) from None
+
+
+def _preset_offline(preset, reason, local_option):
+    """The `OfflineError` of a preset that could not be downloaded: why, and how to pass a local copy."""
+    return OfflineError(
+        f"Could not download keras-hub preset {preset!r} {reason}. Offline, save the preset once where there "
+        "is a network (`task.save_to_preset('/path/to/preset')`) and pass that directory: ", *local_option, "."
+    )
 
 
 def _hub_task_class(task, keras_hub):
